@@ -1,0 +1,88 @@
+/* registry.c: expands nodes.def into the table of native node types, and keeps the
+ * run-time registry (native types plus those added later, e.g. Lua types). */
+#include "registry.h"
+
+#include <string.h>
+
+#include "mem.h"
+
+#define EDDY_NODE(stem) extern const eddy_node_type eddy_node_##stem;
+#include "nodes.def"
+#undef EDDY_NODE
+
+const eddy_node_type *const eddy_native_node_types[] = {
+#define EDDY_NODE(stem) &eddy_node_##stem,
+#include "nodes.def"
+#undef EDDY_NODE
+    NULL};
+
+struct eddy_registry {
+    const eddy_node_type **types;
+    int count, cap;
+};
+
+eddy_registry *eddy_registry_new(eddy_err *err)
+{
+    eddy_registry *reg = eddy_calloc(1, sizeof(*reg));
+    if (!reg)
+        eddy_err_set(err, EDDY_ENOMEM, "out of memory creating the node registry");
+    return reg;
+}
+
+void eddy_registry_free(eddy_registry *reg)
+{
+    if (!reg)
+        return;
+    eddy_free(reg->types);
+    eddy_free(reg);
+}
+
+int eddy_registry_add(eddy_registry *reg, const eddy_node_type *type, eddy_err *err)
+{
+    if (!type->name || !*type->name)
+        return eddy_err_set(err, EDDY_EINVAL, "a node type has no name");
+    if (eddy_registry_find(reg, type->name))
+        return eddy_err_set(err, EDDY_EDUPLICATE, "node type '%s' is registered twice",
+                            type->name);
+    if (type->inputs > 0 && !type->input && !(type->flags & EDDY_NODE_NO_RUN))
+        return eddy_err_set(err, EDDY_EINVAL, "node type '%s' has an input but no input handler",
+                            type->name);
+    if (reg->count == reg->cap) {
+        int cap = reg->cap ? reg->cap * 2 : 64;
+        const eddy_node_type **t = eddy_realloc(reg->types, (size_t)cap * sizeof(*t));
+        if (!t)
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory registering '%s'", type->name);
+        reg->types = t;
+        reg->cap = cap;
+    }
+    reg->types[reg->count++] = type;
+    return EDDY_OK;
+}
+
+int eddy_registry_add_builtin(eddy_registry *reg, eddy_err *err)
+{
+    for (int i = 0; eddy_native_node_types[i]; i++) {
+        int rc = eddy_registry_add(reg, eddy_native_node_types[i], err);
+        if (rc != EDDY_OK)
+            return rc;
+    }
+    return EDDY_OK;
+}
+
+const eddy_node_type *eddy_registry_find(const eddy_registry *reg, const char *name)
+{
+    for (int i = 0; i < reg->count; i++)
+        if (strcmp(reg->types[i]->name, name) == 0)
+            return reg->types[i];
+    return NULL;
+}
+
+int eddy_registry_count(const eddy_registry *reg)
+{
+    return reg->count;
+}
+
+const eddy_node_type *eddy_registry_at(const eddy_registry *reg, int index)
+{
+    return index >= 0 && index < reg->count ? reg->types[index] : NULL;
+}

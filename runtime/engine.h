@@ -1,0 +1,77 @@
+/* engine.h: runs a validated flow. Instantiates nodes (config nodes first), delivers
+ * messages through one bounded run queue drained in batches on the loop, routes errors,
+ * status and completion to catch/status/complete nodes, keeps context, and closes
+ * everything on stop.
+ *
+ * States and the function behind each transition:
+ *   idle --eddy_engine_start--> running --eddy_engine_stop--> closing --(all closed)--> idle
+ * eddy_engine_stop returns once every node has closed (it runs the loop for nodes that
+ * close asynchronously). */
+#ifndef EDDY_ENGINE_H
+#define EDDY_ENGINE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+#include "flow.h"
+#include "loop.h"
+#include "node.h"
+#include "registry.h"
+
+typedef struct eddy_engine eddy_engine;
+
+typedef struct eddy_engine_opts {
+    size_t queue_limit;  /* deliveries queued before sources are asked to hold back; 0 = 65536 */
+    int batch;           /* deliveries per loop iteration; 0 = 1024 */
+} eddy_engine_opts;
+
+/* Hooks an embedder (admin server, test harness) can set; all optional. Arguments are
+ * borrowed for the call. */
+typedef struct eddy_engine_hooks {
+    void (*on_status)(void *data, eddy_node *node, const json_t *status);
+    /* An error nobody caught (or with no message): the formatted log line and the node. */
+    void (*on_uncaught)(void *data, eddy_node *node, const char *text);
+    void (*on_warn)(void *data, eddy_node *node, const char *text);
+    /* A debug node output 'value' (the whole message or one property, named 'property'). */
+    void (*on_debug)(void *data, eddy_node *node, const json_t *value, const char *property);
+    void *data;
+} eddy_engine_hooks;
+
+/* Ownership: new; borrows 'loop' and 'reg', which must outlive it. */
+eddy_engine *eddy_engine_new(eddy_loop *loop, const eddy_registry *reg,
+                             const eddy_engine_opts *opts, eddy_err *err);
+/* Stops (if running) and frees. Accepts NULL. */
+void eddy_engine_free(eddy_engine *engine);
+void eddy_engine_set_hooks(eddy_engine *engine, const eddy_engine_hooks *hooks);
+
+/* Starts 'flow' (takes it). If a node fails to set up, every node started so far is
+ * closed and the problems are listed; the engine is then idle. */
+int eddy_engine_start(eddy_engine *engine, eddy_flow *flow, eddy_problems *problems);
+/* Closes every node (waiting for asynchronous closes) and drops queued messages of the
+ * stopped flow (counted in eddy_engine_stats.dropped_on_stop). */
+void eddy_engine_stop(eddy_engine *engine);
+bool eddy_engine_running(const eddy_engine *engine);
+
+/* The running node with 'id', or NULL. Borrowed until stop. */
+eddy_node *eddy_engine_find(eddy_engine *engine, const char *id);
+/* Queues 'msg' (taken) to the input of 'node' as if a wire delivered it. */
+void eddy_engine_inject(eddy_engine *engine, eddy_node *node, json_t *msg);
+/* Drains the run queue completely (tests, shutdown). */
+void eddy_engine_drain(eddy_engine *engine);
+/* Global context, kept across restarts. Borrowed. */
+json_t *eddy_engine_global_context(eddy_engine *engine);
+const eddy_flow *eddy_engine_flow(const eddy_engine *engine);
+
+typedef struct eddy_engine_stats {
+    uint64_t delivered;       /* messages handed to input handlers */
+    uint64_t errors;          /* node errors reported */
+    uint64_t uncaught;        /* of which nobody caught */
+    size_t queued;            /* deliveries waiting now */
+    size_t queue_high;        /* most ever waiting */
+    uint64_t dropped_on_stop; /* deliveries discarded by stop */
+} eddy_engine_stats;
+void eddy_engine_get_stats(const eddy_engine *engine, eddy_engine_stats *out);
+
+#endif

@@ -1,0 +1,280 @@
+/* main.c: the eddy command line. `eddy run` loads a Node-RED flow file and runs it until
+ * SIGINT/SIGTERM; `eddy check` validates without running; `eddy help` explains. This is
+ * the only file allowed to exit the process. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "engine.h"
+#include "flow.h"
+#include "log.h"
+#include "loop.h"
+#include "mem.h"
+#include "registry.h"
+
+#define DEFAULT_PORT 1880
+
+typedef struct cli_opts {
+    const char *flow_file;
+    const char *data_dir;
+    int port;
+    const char *log_level;
+} cli_opts;
+
+static const char usage_main[] =
+    "eddy " EDDY_VERSION " - a dataflow runtime for Node-RED flows, in C\n"
+    "\n"
+    "Usage: eddy <command> [options]\n"
+    "\n"
+    "Commands:\n"
+    "  run FLOWS.json    load a Node-RED flow file and run it until SIGINT/SIGTERM\n"
+    "  check FLOWS.json  validate a flow file without running it; lists every problem\n"
+    "  nodes             list the node types this eddy knows\n"
+    "  help [COMMAND]    show help for a command\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help        show this help\n"
+    "  -V, --version     print the version\n";
+
+static const char usage_run[] =
+    "Usage: eddy run FLOWS.json [--data DIR] [--port N] [--log-level LEVEL]\n"
+    "\n"
+    "Loads FLOWS.json (a Node-RED flow file, as exported by Node-RED), validates it and\n"
+    "runs it on one event loop. SIGINT or SIGTERM stops it cleanly: queued messages are\n"
+    "delivered, every node is closed, and eddy exits 0. A flow that does not validate is\n"
+    "not started; the problems are listed as by `eddy check` and eddy exits 1.\n"
+    "\n"
+    "  --data DIR        data folder (event store, deployed flows); default ./eddy-data\n"
+    "  --port N          admin/editor port (default 1880; used by the editor)\n"
+    "  --log-level L     trace, debug, info (default), warn, error or off\n";
+
+static const char usage_check[] =
+    "Usage: eddy check FLOWS.json\n"
+    "\n"
+    "Validates FLOWS.json without running anything and exits 0 if it would run, 1 if not.\n"
+    "Every problem is listed, one per line, as FILE:LINE: node ID (TYPE) on tab TAB: WHAT.\n"
+    "Checked: JSON syntax (with line and column), node types (JavaScript function nodes\n"
+    "are reported with the advice to use the lua node), wires to missing nodes, missing\n"
+    "config nodes, property values, JSONata expressions (not supported by eddy).\n";
+
+static const char usage_nodes[] = "Usage: eddy nodes\n"
+                                  "\n"
+                                  "Lists every node type eddy can run, with its inputs, outputs\n"
+                                  "and properties.\n";
+
+static int print_help(const char *topic)
+{
+    if (!topic)
+        fputs(usage_main, stdout);
+    else if (strcmp(topic, "run") == 0)
+        fputs(usage_run, stdout);
+    else if (strcmp(topic, "check") == 0)
+        fputs(usage_check, stdout);
+    else if (strcmp(topic, "nodes") == 0)
+        fputs(usage_nodes, stdout);
+    else if (strcmp(topic, "help") == 0)
+        puts("Usage: eddy help [COMMAND]");
+    else {
+        fprintf(stderr, "eddy: no help for '%s'; commands are run, check, nodes, help\n", topic);
+        return 2;
+    }
+    return 0;
+}
+
+static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
+{
+    static const struct option longopts[] = {{"data", required_argument, NULL, 'd'},
+                                             {"port", required_argument, NULL, 'p'},
+                                             {"log-level", required_argument, NULL, 'l'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "d:p:l:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            o->data_dir = optarg;
+            break;
+        case 'p': {
+            char *end;
+            long port = strtol(optarg, &end, 10);
+            if (*end || port < 1 || port > 65535) {
+                fprintf(stderr, "eddy: --port needs a number from 1 to 65535, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            o->port = (int)port;
+            break;
+        }
+        case 'l':
+            if (eddy_log_level_parse(optarg) < 0) {
+                fprintf(stderr, "eddy: unknown log level '%s'\n", optarg);
+                return 2;
+            }
+            o->log_level = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 1;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "eddy: expected one flow file\n%s", usage);
+        return 2;
+    }
+    o->flow_file = argv[optind];
+    if (o->log_level)
+        eddy_log_set_level((eddy_log_level)eddy_log_level_parse(o->log_level));
+    return 0;
+}
+
+static eddy_registry *make_registry(void)
+{
+    eddy_err err;
+    eddy_err_clear(&err);
+    eddy_registry *reg = eddy_registry_new(&err);
+    if (reg && eddy_registry_add_builtin(reg, &err) == EDDY_OK)
+        return reg;
+    fprintf(stderr, "eddy: %s\n", err.msg);
+    eddy_registry_free(reg);
+    return NULL;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    cli_opts o = {0};
+    int rc = parse_opts(argc, argv, &o, usage_check);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    eddy_registry *reg = make_registry();
+    if (!reg)
+        return 1;
+    eddy_problems problems = {0};
+    eddy_flow *flow = eddy_flow_load_file(o.flow_file, reg, &problems);
+    if (flow) {
+        printf("%s: ok (%d nodes)\n", o.flow_file, flow->node_count);
+        eddy_flow_free(flow);
+    } else {
+        eddy_problems_print(&problems, stderr);
+        fprintf(stderr, "%s: %d problem%s\n", o.flow_file, problems.count,
+                problems.count == 1 ? "" : "s");
+    }
+    eddy_problems_clear(&problems);
+    eddy_registry_free(reg);
+    return flow ? 0 : 1;
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+    eddy_log(EDDY_LOG_INFO, "[eddy] %s received, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    eddy_loop_stop(handle->data);
+}
+
+static int run_until_signal(eddy_loop *loop)
+{
+    uv_signal_t sigint, sigterm;
+    uv_loop_t *uv = eddy_loop_uv(loop);
+    uv_signal_init(uv, &sigint);
+    uv_signal_init(uv, &sigterm);
+    sigint.data = sigterm.data = loop;
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    eddy_loop_run(loop);
+    uv_close((uv_handle_t *)&sigint, NULL);
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_run(uv, UV_RUN_NOWAIT);
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    cli_opts o = {.data_dir = "eddy-data", .port = DEFAULT_PORT};
+    int rc = parse_opts(argc, argv, &o, usage_run);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    signal(SIGPIPE, SIG_IGN);
+    eddy_err err;
+    eddy_err_clear(&err);
+    eddy_registry *reg = make_registry();
+    eddy_loop *loop = reg ? eddy_loop_new(EDDY_CLOCK_REAL, &err) : NULL;
+    eddy_engine *engine = loop ? eddy_engine_new(loop, reg, NULL, &err) : NULL;
+    if (!engine) {
+        if (err.code)
+            fprintf(stderr, "eddy: %s\n", err.msg);
+        eddy_loop_free(loop);
+        eddy_registry_free(reg);
+        return 1;
+    }
+    eddy_problems problems = {0};
+    eddy_flow *flow = eddy_flow_load_file(o.flow_file, reg, &problems);
+    int status = 1;
+    if (flow && eddy_engine_start(engine, flow, &problems) == EDDY_OK) {
+        eddy_log(EDDY_LOG_INFO, "[eddy] running %s (%d nodes)", o.flow_file, flow->node_count);
+        run_until_signal(loop);
+        eddy_engine_stop(engine);
+        eddy_log(EDDY_LOG_INFO, "[eddy] stopped cleanly");
+        status = 0;
+    } else {
+        eddy_problems_print(&problems, stderr);
+        fprintf(stderr, "eddy: %s was not started (%d problem%s)\n", o.flow_file,
+                problems.count, problems.count == 1 ? "" : "s");
+    }
+    eddy_problems_clear(&problems);
+    eddy_engine_free(engine);
+    eddy_loop_free(loop);
+    eddy_registry_free(reg);
+    return status;
+}
+
+static int cmd_nodes(void)
+{
+    eddy_registry *reg = make_registry();
+    if (!reg)
+        return 1;
+    for (int i = 0; i < eddy_registry_count(reg); i++) {
+        const eddy_node_type *t = eddy_registry_at(reg, i);
+        printf("%-14s in:%d out:%s%s\n", t->name, t->inputs,
+               t->outputs < 0 ? "n" : (char[]){(char)('0' + (t->outputs % 10)), 0},
+               t->flags & EDDY_NODE_CONFIG ? " (config)" : "");
+        if (t->help)
+            printf("    %s\n", t->help);
+        for (const eddy_prop *p = t->props; p && p->name; p++)
+            printf("    - %s%s%s%s\n", p->name, p->def ? " = " : "", p->def ? p->def : "",
+                   p->help ? "" : "");
+    }
+    eddy_registry_free(reg);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    eddy_mem_install();
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0)
+        return print_help(NULL);
+    if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("eddy %s\n", EDDY_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0)
+        return print_help(argc > 2 ? argv[2] : NULL);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "nodes") == 0)
+        return cmd_nodes();
+    fprintf(stderr, "eddy: unknown command '%s'\n\n%s", cmd, usage_main);
+    return 2;
+}

@@ -1,0 +1,743 @@
+/* msg.c: message ids and copies, Node-RED property paths, and JSON text and numbers the way
+ * JavaScript prints them (what Node-RED users see in debug output and MQTT payloads). */
+#include "msg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mem.h"
+
+/* ---- ids ---- */
+
+/* xorshift64*: message ids need to be unique in practice, not secret. */
+static uint64_t id_state;
+
+static uint64_t next_random(void)
+{
+    if (id_state == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        id_state = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^
+                   ((uint64_t)(uintptr_t)&ts << 16);
+        if (id_state == 0)
+            id_state = 0x9E3779B97F4A7C15u;
+    }
+    id_state ^= id_state >> 12;
+    id_state ^= id_state << 25;
+    id_state ^= id_state >> 27;
+    return id_state * 0x2545F4914F6CDD1Du;
+}
+
+void eddy_msg_new_id(char out[17])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t r = next_random();
+    for (int i = 0; i < 16; i++)
+        out[i] = hex[(r >> (i * 4)) & 0xF];
+    out[16] = '\0';
+}
+
+json_t *eddy_msg_new(void)
+{
+    json_t *msg = json_object();
+    char id[17];
+    eddy_msg_new_id(id);
+    if (!msg || json_object_set_new(msg, "_msgid", json_string(id)) != 0) {
+        json_decref(msg);
+        return NULL;
+    }
+    return msg;
+}
+
+json_t *eddy_msg_clone(const json_t *msg)
+{
+    return json_deep_copy(msg);
+}
+
+/* ---- property paths ---- */
+
+static int path_fail(eddy_err *err, const char *expr, size_t at, const char *why)
+{
+    return eddy_err_set(err, EDDY_EPARSE, "invalid property expression '%s' at %zu: %s", expr,
+                        at, why);
+}
+
+static char *path_store(eddy_path *path, size_t *used, const char *key, size_t len)
+{
+    if (*used + len + 1 > sizeof(path->buf))
+        return NULL;
+    char *dst = path->buf + *used;
+    memcpy(dst, key, len);
+    dst[len] = '\0';
+    *used += len + 1;
+    return dst;
+}
+
+static int path_add(eddy_path *path, const char *expr, size_t at, const char *key, size_t len,
+                    long index, size_t *used, eddy_err *err)
+{
+    if (path->count == EDDY_PATH_MAX_SEGMENTS)
+        return path_fail(err, expr, at, "too many segments");
+    eddy_path_seg *seg = &path->seg[path->count++];
+    seg->index = index;
+    seg->key = NULL;
+    if (key) {
+        seg->key = path_store(path, used, key, len);
+        if (!seg->key)
+            return path_fail(err, expr, at, "too long");
+    }
+    return EDDY_OK;
+}
+
+/* Parses "[...]" starting at expr[i] == '['; advances *pi past ']'. */
+static int path_bracket(const char *expr, size_t *pi, eddy_path *path, size_t *used, eddy_err *err)
+{
+    size_t i = *pi + 1;
+    if (expr[i] == '"' || expr[i] == '\'') {
+        char quote = expr[i++];
+        size_t start = i;
+        while (expr[i] && expr[i] != quote)
+            i++;
+        if (!expr[i] || expr[i + 1] != ']')
+            return path_fail(err, expr, i, "unterminated quoted key");
+        int rc = path_add(path, expr, start, expr + start, i - start, 0, used, err);
+        *pi = i + 2;
+        return rc;
+    }
+    size_t start = i;
+    while (isdigit((unsigned char)expr[i]))
+        i++;
+    if (i == start) {
+        if (expr[i] == ']')
+            return path_fail(err, expr, i, "empty brackets");
+        return path_fail(err, expr, i, "nested property references are not supported");
+    }
+    if (expr[i] != ']')
+        return path_fail(err, expr, i, "expected ']'");
+    long index = strtol(expr + start, NULL, 10);
+    *pi = i + 1;
+    return path_add(path, expr, start, NULL, 0, index, used, err);
+}
+
+int eddy_path_parse(const char *expr, eddy_path *path, eddy_err *err)
+{
+    size_t used = 0, i = 0;
+    path->count = 0;
+    if (!expr || !*expr)
+        return path_fail(err, expr ? expr : "", 0, "empty");
+    if (expr[0] == '.' || expr[0] == '[')
+        return path_fail(err, expr, 0, "must start with a name");
+    while (expr[i]) {
+        size_t start = i;
+        while (expr[i] && expr[i] != '.' && expr[i] != '[' && expr[i] != ']')
+            i++;
+        if (expr[i] == ']')
+            return path_fail(err, expr, i, "unexpected ']'");
+        if (i == start)
+            return path_fail(err, expr, i, "empty name");
+        int rc = path_add(path, expr, start, expr + start, i - start, 0, &used, err);
+        if (rc)
+            return rc;
+        while (expr[i] == '[') {
+            rc = path_bracket(expr, &i, path, &used, err);
+            if (rc)
+                return rc;
+        }
+        if (expr[i] == '.') {
+            i++;
+            if (!expr[i])
+                return path_fail(err, expr, i, "ends with '.'");
+        } else if (expr[i]) {
+            return path_fail(err, expr, i, "expected '.' or '['");
+        }
+    }
+    return EDDY_OK;
+}
+
+static json_t *path_step(json_t *cur, const eddy_path_seg *seg)
+{
+    if (seg->key) {
+        if (json_is_object(cur))
+            return json_object_get(cur, seg->key);
+        if (json_is_array(cur)) {
+            char *end;
+            long idx = strtol(seg->key, &end, 10);
+            if (*seg->key && !*end && idx >= 0)
+                return json_array_get(cur, (size_t)idx);
+        }
+        return NULL;
+    }
+    if (json_is_array(cur))
+        return seg->index >= 0 ? json_array_get(cur, (size_t)seg->index) : NULL;
+    if (json_is_object(cur)) {
+        char k[24];
+        snprintf(k, sizeof(k), "%ld", seg->index);
+        return json_object_get(cur, k);
+    }
+    return NULL;
+}
+
+json_t *eddy_path_get(json_t *root, const eddy_path *path)
+{
+    json_t *cur = root;
+    for (int i = 0; i < path->count && cur; i++)
+        cur = path_step(cur, &path->seg[i]);
+    return cur;
+}
+
+json_t *eddy_path_lookup(json_t *root, const char *expr)
+{
+    eddy_path path;
+    if (eddy_path_parse(expr, &path, NULL) != EDDY_OK)
+        return NULL;
+    return eddy_path_get(root, &path);
+}
+
+/* Sets 'value' (taken) under 'seg' of container 'cur'. */
+static int path_put(json_t *cur, const eddy_path_seg *seg, json_t *value, eddy_err *err)
+{
+    if (json_is_object(cur)) {
+        char k[24];
+        const char *key = seg->key;
+        if (!key) {
+            snprintf(k, sizeof(k), "%ld", seg->index);
+            key = k;
+        }
+        return json_object_set_new(cur, key, value) == 0
+                   ? EDDY_OK
+                   : eddy_err_set(err, EDDY_ENOMEM, "out of memory setting '%s'", key);
+    }
+    long idx = seg->index;
+    if (seg->key) {
+        char *end;
+        idx = strtol(seg->key, &end, 10);
+        if (!*seg->key || *end || idx < 0) {
+            json_decref(value);
+            return eddy_err_set(err, EDDY_EINVAL, "cannot set key '%s' on an array", seg->key);
+        }
+    }
+    if (idx > 1000000) {
+        json_decref(value);
+        return eddy_err_set(err, EDDY_EINVAL, "array index %ld too large", idx);
+    }
+    while (json_array_size(cur) < (size_t)idx)
+        json_array_append_new(cur, json_null());
+    int rc = (size_t)idx == json_array_size(cur) ? json_array_append_new(cur, value)
+                                                 : json_array_set_new(cur, (size_t)idx, value);
+    return rc == 0 ? EDDY_OK : eddy_err_set(err, EDDY_ENOMEM, "out of memory setting an element");
+}
+
+int eddy_path_set_take(json_t *root, const eddy_path *path, json_t *value, eddy_err *err)
+{
+    json_t *cur = root;
+    if (!value)
+        return eddy_err_set(err, EDDY_ENOMEM, "no value to set");
+    for (int i = 0; i < path->count - 1; i++) {
+        json_t *next = path_step(cur, &path->seg[i]);
+        if (!next || json_is_null(next)) {
+            next = path->seg[i + 1].key ? json_object() : json_array();
+            json_incref(next);
+            if (path_put(cur, &path->seg[i], next, err) != EDDY_OK) {
+                json_decref(next);
+                json_decref(value);
+                return err ? err->code : EDDY_EINVAL;
+            }
+            json_decref(next);
+        } else if (!json_is_object(next) && !json_is_array(next)) {
+            json_decref(value);
+            return eddy_err_set(err, EDDY_EINVAL, "cannot set a property beneath a %s",
+                                eddy_json_type_name(next));
+        }
+        cur = next;
+    }
+    return path_put(cur, &path->seg[path->count - 1], value, err);
+}
+
+int eddy_path_assign_take(json_t *root, const char *expr, json_t *value, eddy_err *err)
+{
+    eddy_path path;
+    int rc = eddy_path_parse(expr, &path, err);
+    if (rc != EDDY_OK) {
+        json_decref(value);
+        return rc;
+    }
+    return eddy_path_set_take(root, &path, value, err);
+}
+
+bool eddy_path_delete(json_t *root, const eddy_path *path)
+{
+    json_t *cur = root;
+    for (int i = 0; i < path->count - 1 && cur; i++)
+        cur = path_step(cur, &path->seg[i]);
+    if (!cur)
+        return false;
+    const eddy_path_seg *last = &path->seg[path->count - 1];
+    if (json_is_object(cur)) {
+        char k[24];
+        const char *key = last->key;
+        if (!key) {
+            snprintf(k, sizeof(k), "%ld", last->index);
+            key = k;
+        }
+        return json_object_del(cur, key) == 0;
+    }
+    if (json_is_array(cur)) {
+        long idx = last->index;
+        if (last->key)
+            idx = strtol(last->key, NULL, 10);
+        /* JavaScript's delete leaves a hole; JSON has none, so the slot becomes null. */
+        return idx >= 0 && json_array_set_new(cur, (size_t)idx, json_null()) == 0;
+    }
+    return false;
+}
+
+/* ---- numbers and types ---- */
+
+#define MAX_SAFE_INTEGER 9007199254740991.0
+
+json_t *eddy_json_number(double v)
+{
+    if (v == floor(v) && fabs(v) <= MAX_SAFE_INTEGER && !(v == 0 && signbit(v)))
+        return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
+bool eddy_parse_number(const char *text, double *out)
+{
+    if (!text)
+        return false;
+    while (isspace((unsigned char)*text))
+        text++;
+    if (!*text)
+        return false;
+    char *end;
+    errno = 0;
+    double v;
+    if ((text[0] == '0' && (text[1] == 'x' || text[1] == 'X'))) {
+        v = (double)strtoull(text, &end, 16);
+    } else {
+        /* strtod accepts "inf", "nan" and hex floats, which Number() does not */
+        for (const char *p = text; *p && !isspace((unsigned char)*p); p++)
+            if (!strchr("0123456789+-.eE", *p))
+                return strncmp(text, "Infinity", 8) == 0 || strncmp(text, "-Infinity", 9) == 0
+                           ? (*out = text[0] == '-' ? -INFINITY : INFINITY, true)
+                           : false;
+        v = strtod(text, &end);
+    }
+    if (end == text)
+        return false;
+    while (isspace((unsigned char)*end))
+        end++;
+    if (*end)
+        return false;
+    *out = v;
+    return true;
+}
+
+char *eddy_format_number(double v, char *buf)
+{
+    if (isnan(v))
+        return strcpy(buf, "NaN");
+    if (isinf(v))
+        return strcpy(buf, v < 0 ? "-Infinity" : "Infinity");
+    if (v == 0)
+        return strcpy(buf, "0");
+    char tmp[40];
+    int prec;
+    for (prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    /* tmp is "-d.ddde[+-]XX": split into digits and decimal exponent */
+    char digits[24];
+    int k = 0;
+    const char *p = tmp;
+    bool neg = *p == '-';
+    if (neg)
+        p++;
+    for (; *p && *p != 'e'; p++)
+        if (isdigit((unsigned char)*p))
+            digits[k++] = *p;
+    while (k > 1 && digits[k - 1] == '0')
+        k--;
+    digits[k] = '\0';
+    int n = atoi(p + 1) + 1; /* value = 0.digits * 10^n */
+    char *o = buf;
+    if (neg)
+        *o++ = '-';
+    if (k <= n && n <= 21) {
+        memcpy(o, digits, (size_t)k);
+        o += k;
+        for (int i = 0; i < n - k; i++)
+            *o++ = '0';
+    } else if (0 < n && n <= 21) {
+        memcpy(o, digits, (size_t)n);
+        o += n;
+        *o++ = '.';
+        memcpy(o, digits + n, (size_t)(k - n));
+        o += k - n;
+    } else if (-6 < n && n <= 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -n; i++)
+            *o++ = '0';
+        memcpy(o, digits, (size_t)k);
+        o += k;
+    } else {
+        *o++ = digits[0];
+        if (k > 1) {
+            *o++ = '.';
+            memcpy(o, digits + 1, (size_t)(k - 1));
+            o += k - 1;
+        }
+        o += sprintf(o, "e%c%d", n - 1 >= 0 ? '+' : '-', abs(n - 1));
+    }
+    *o = '\0';
+    return buf;
+}
+
+const char *eddy_json_type_name(const json_t *value)
+{
+    if (!value)
+        return "undefined";
+    switch (json_typeof(value)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "undefined";
+}
+
+bool eddy_json_truthy(const json_t *value)
+{
+    if (!value || json_is_null(value) || json_is_false(value))
+        return false;
+    if (json_is_string(value))
+        return json_string_length(value) > 0;
+    if (json_is_number(value)) {
+        double v = json_number_value(value);
+        return v != 0 && !isnan(v);
+    }
+    return true;
+}
+
+/* ---- JSON text ---- */
+
+typedef struct sbuf {
+    char *data;
+    size_t len, cap;
+    bool failed;
+} sbuf;
+
+static void sb_grow(sbuf *b, size_t more)
+{
+    if (b->failed || b->len + more + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    char *d = eddy_realloc(b->data, cap);
+    if (!d) {
+        b->failed = true;
+        return;
+    }
+    b->data = d;
+    b->cap = cap;
+}
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    sb_grow(b, n);
+    if (b->failed)
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void sb_quoted(sbuf *b, const char *s, size_t n)
+{
+    sb_add(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        char ubuf[8];
+        switch (c) {
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        default:
+            if (c < 0x20) {
+                snprintf(ubuf, sizeof(ubuf), "\\u%04x", c);
+                esc = ubuf;
+            }
+        }
+        if (esc) {
+            sb_add(b, s + i - run, run);
+            run = 0;
+            sb_str(b, esc);
+        } else {
+            run++;
+        }
+    }
+    sb_add(b, s + n - run, run);
+    sb_add(b, "\"", 1);
+}
+
+static void sb_indent(sbuf *b, int depth)
+{
+    sb_add(b, "\n", 1);
+    for (int i = 0; i < depth; i++)
+        sb_add(b, "    ", 4);
+}
+
+#define DUMP_MAX_DEPTH 2048
+
+static void dump_value(sbuf *b, const json_t *v, int flags, int depth)
+{
+    char num[40];
+    bool pretty = flags & EDDY_JSON_PRETTY;
+    if (depth > DUMP_MAX_DEPTH) {
+        b->failed = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_NULL:
+        sb_str(b, "null");
+        break;
+    case JSON_TRUE:
+        sb_str(b, "true");
+        break;
+    case JSON_FALSE:
+        sb_str(b, "false");
+        break;
+    case JSON_INTEGER:
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        sb_str(b, num);
+        break;
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        sb_str(b, isfinite(d) ? eddy_format_number(d, num) : "null");
+        break;
+    }
+    case JSON_STRING:
+        sb_quoted(b, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        sb_add(b, "[", 1);
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                sb_add(b, ",", 1);
+            if (pretty)
+                sb_indent(b, depth + 1);
+            dump_value(b, json_array_get(v, i), flags, depth + 1);
+        }
+        if (pretty && n)
+            sb_indent(b, depth);
+        sb_add(b, "]", 1);
+        break;
+    }
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *item;
+        bool first = true;
+        sb_add(b, "{", 1);
+        json_object_foreach((json_t *)v, key, item)
+        {
+            if (!first)
+                sb_add(b, ",", 1);
+            first = false;
+            if (pretty)
+                sb_indent(b, depth + 1);
+            sb_quoted(b, key, strlen(key));
+            sb_str(b, pretty ? ": " : ":");
+            dump_value(b, item, flags, depth + 1);
+        }
+        if (pretty && !first)
+            sb_indent(b, depth);
+        sb_add(b, "}", 1);
+        break;
+    }
+    }
+}
+
+char *eddy_json_dumps(const json_t *value, int flags)
+{
+    sbuf b = {0};
+    if (!value)
+        return eddy_strdup("null");
+    dump_value(&b, value, flags, 0);
+    if (b.failed || !b.data) {
+        eddy_free(b.data);
+        return b.failed ? NULL : eddy_strdup("");
+    }
+    return b.data;
+}
+
+static void array_join(sbuf *b, const json_t *arr, int depth)
+{
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const json_t *v = json_array_get(arr, i);
+        if (i)
+            sb_add(b, ",", 1);
+        if (json_is_null(v))
+            continue;
+        if (json_is_array(v) && depth < 64) {
+            array_join(b, v, depth + 1);
+        } else {
+            char *s = eddy_json_to_string(v, false);
+            if (s)
+                sb_str(b, s);
+            eddy_free(s);
+        }
+    }
+}
+
+char *eddy_json_to_string(const json_t *value, bool json_objects)
+{
+    char num[40];
+    if (!value)
+        return eddy_strdup("undefined");
+    switch (json_typeof(value)) {
+    case JSON_STRING:
+        return eddy_strndup(json_string_value(value), json_string_length(value));
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return eddy_strdup(eddy_format_number(json_number_value(value), num));
+    case JSON_TRUE:
+        return eddy_strdup("true");
+    case JSON_FALSE:
+        return eddy_strdup("false");
+    case JSON_NULL:
+        return eddy_strdup("null");
+    case JSON_OBJECT:
+        return json_objects ? eddy_json_dumps(value, 0) : eddy_strdup("[object Object]");
+    case JSON_ARRAY: {
+        if (json_objects)
+            return eddy_json_dumps(value, 0);
+        sbuf b = {0};
+        array_join(&b, value, 0);
+        if (b.failed) {
+            eddy_free(b.data);
+            return NULL;
+        }
+        return b.data ? b.data : eddy_strdup("");
+    }
+    }
+    return NULL;
+}
+
+/* Integral reals (from JSON_DECODE_INT_AS_REAL) become integers within the safe range. */
+static json_t *normalise_numbers(json_t *v, int depth)
+{
+    if (json_is_real(v)) {
+        json_t *n = eddy_json_number(json_real_value(v));
+        json_decref(v);
+        return n;
+    }
+    if (depth > DUMP_MAX_DEPTH)
+        return v;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            json_t *item = json_array_get(v, i);
+            if (json_is_real(item) || json_is_array(item) || json_is_object(item))
+                json_array_set_new(v, i, normalise_numbers(json_incref(item), depth + 1));
+        }
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *item;
+        void *tmp;
+        json_object_foreach_safe(v, tmp, key, item)
+        {
+            if (json_is_real(item) || json_is_array(item) || json_is_object(item))
+                json_object_set_new(v, key, normalise_numbers(json_incref(item), depth + 1));
+        }
+    }
+    return v;
+}
+
+json_t *eddy_json_loadb(const char *text, size_t len, eddy_err *err)
+{
+    json_error_t je;
+    json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &je);
+    if (!v) {
+        eddy_err_set(err, EDDY_EPARSE, "%s", je.text);
+        eddy_err_at_file(err, NULL, je.line, je.column);
+        return NULL;
+    }
+    return normalise_numbers(v, 0);
+}
+
+bool eddy_json_equal(const json_t *a, const json_t *b)
+{
+    if (!a || !b)
+        return a == b;
+    if (json_is_number(a) && json_is_number(b))
+        return json_number_value(a) == json_number_value(b);
+    if (json_typeof(a) != json_typeof(b))
+        return false;
+    if (json_is_array(a)) {
+        if (json_array_size(a) != json_array_size(b))
+            return false;
+        for (size_t i = 0; i < json_array_size(a); i++)
+            if (!eddy_json_equal(json_array_get(a, i), json_array_get(b, i)))
+                return false;
+        return true;
+    }
+    if (json_is_object(a)) {
+        if (json_object_size(a) != json_object_size(b))
+            return false;
+        const char *key;
+        json_t *item;
+        json_object_foreach((json_t *)a, key, item)
+        {
+            if (!eddy_json_equal(item, json_object_get(b, key)))
+                return false;
+        }
+        return true;
+    }
+    return json_equal((json_t *)a, (json_t *)b);
+}

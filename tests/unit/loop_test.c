@@ -1,0 +1,134 @@
+/* loop_test.c: timers on the virtual clock: order, repetition, stopping from callbacks,
+ * finalizers, and the real clock firing once. */
+#include "check.h"
+#include "loop.h"
+
+static char order[64];
+static int finalized;
+
+static int64_t record(eddy_loop *loop, eddy_timer *t, void *data)
+{
+    strncat(order, data, sizeof(order) - strlen(order) - 1);
+    return EDDY_TIMER_STOP;
+}
+
+static void count_final(eddy_loop *loop, void *data)
+{
+    finalized++;
+}
+
+static void test_deadline_order(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, NULL);
+    order[0] = '\0';
+    finalized = 0;
+    eddy_timer_start(loop, 30, record, "c", count_final);
+    eddy_timer_start(loop, 10, record, "a", count_final);
+    eddy_timer_start(loop, 20, record, "b", count_final);
+    eddy_timer_start(loop, 10, record, "A", count_final); /* same deadline: start order */
+    eddy_loop_advance(loop, 15);
+    CHECK_STR_EQ(order, "aA");
+    CHECK_INT_EQ(eddy_loop_now(loop), 15);
+    eddy_loop_advance(loop, 100);
+    CHECK_STR_EQ(order, "aAbc");
+    CHECK_INT_EQ(finalized, 4);
+    CHECK_INT_EQ(eddy_loop_timer_count(loop), 0);
+    eddy_loop_free(loop);
+}
+
+static int fired;
+static int64_t times_at[8];
+
+static int64_t repeat_thrice(eddy_loop *loop, eddy_timer *t, void *data)
+{
+    times_at[fired++] = eddy_loop_now(loop);
+    return fired < 3 ? 100 : EDDY_TIMER_STOP;
+}
+
+static void test_repeat(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, NULL);
+    fired = 0;
+    eddy_timer_start(loop, 50, repeat_thrice, NULL, NULL);
+    eddy_loop_advance(loop, 1000);
+    CHECK_INT_EQ(fired, 3);
+    CHECK_INT_EQ(times_at[0], 50);
+    CHECK_INT_EQ(times_at[1], 150);
+    CHECK_INT_EQ(times_at[2], 250);
+    eddy_loop_free(loop);
+}
+
+static int64_t stop_self(eddy_loop *loop, eddy_timer *t, void *data)
+{
+    fired++;
+    eddy_timer_stop(loop, t);
+    return 10; /* ignored: it was stopped */
+}
+
+static void test_stop_inside_callback(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, NULL);
+    fired = 0;
+    finalized = 0;
+    eddy_timer_start(loop, 5, stop_self, NULL, count_final);
+    eddy_loop_advance(loop, 100);
+    CHECK_INT_EQ(fired, 1);
+    CHECK_INT_EQ(finalized, 1);
+    CHECK_INT_EQ(eddy_loop_timer_count(loop), 0);
+    eddy_loop_free(loop);
+}
+
+static void test_stop_before_and_free_finalizes(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, NULL);
+    order[0] = '\0';
+    finalized = 0;
+    eddy_timer *t = eddy_timer_start(loop, 10, record, "x", count_final);
+    eddy_timer_start(loop, 10, record, "y", count_final);
+    eddy_timer_stop(loop, t);
+    CHECK_INT_EQ(finalized, 1);
+    eddy_timer_start(loop, 500, record, "z", count_final);
+    eddy_loop_advance(loop, 20);
+    CHECK_STR_EQ(order, "y");
+    eddy_loop_free(loop); /* "z" never fired but is finalized */
+    CHECK_INT_EQ(finalized, 3);
+}
+
+static void test_wall_clock_follows_virtual(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, NULL);
+    eddy_loop_set_wall(loop, 1000000);
+    eddy_loop_advance(loop, 250);
+    CHECK_INT_EQ(eddy_loop_wall(loop), 1000250);
+    eddy_loop_free(loop);
+}
+
+static int64_t stop_loop(eddy_loop *loop, eddy_timer *t, void *data)
+{
+    fired++;
+    eddy_loop_stop(loop);
+    return EDDY_TIMER_STOP;
+}
+
+static void test_real_clock(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_REAL, NULL);
+    fired = 0;
+    int64_t start = eddy_loop_now(loop);
+    eddy_timer_start(loop, 20, stop_loop, NULL, NULL);
+    eddy_loop_run(loop);
+    CHECK_INT_EQ(fired, 1);
+    CHECK(eddy_loop_now(loop) - start >= 20);
+    eddy_loop_free(loop);
+}
+
+static const check_test tests[] = {{"deadline_order", test_deadline_order},
+                                   {"repeat", test_repeat},
+                                   {"stop_inside_callback", test_stop_inside_callback},
+                                   {"stop_before_and_free_finalizes",
+                                    test_stop_before_and_free_finalizes},
+                                   {"wall_clock_follows_virtual", test_wall_clock_follows_virtual},
+                                   {"real_clock", test_real_clock},
+                                   {NULL, NULL}};
+
+CHECK_MAIN(tests)
