@@ -22,7 +22,7 @@
 #include "msg.h"
 #include "node.h"
 
-#define DELAY_MAX_QUEUE_DEFAULT "100000"
+#define DELAY_MAX_QUEUE_DEFAULT  "100000"
 #define DELAY_STATUS_DEBOUNCE_MS 500
 
 typedef enum delay_mode {
@@ -40,12 +40,12 @@ struct delay_state;
 /* A message held in the delay/delayv/random modes: on the node's list while its timer
  * runs. Freed by the timer's finalizer (entry_gone). */
 typedef struct delay_entry {
-    json_t *msg;               /* held message (owned); NULL once released */
-    eddy_timer *timer;         /* valid while 'linked' */
-    struct delay_state *st;    /* the list's owner */
-    struct delay_entry *prev;  /* towards older entries */
-    struct delay_entry *next;  /* towards newer entries */
-    bool linked;               /* on the list */
+    json_t *msg;              /* held message (owned); NULL once released */
+    eddy_timer *timer;        /* valid while 'linked' */
+    struct delay_state *st;   /* the list's owner */
+    struct delay_entry *prev; /* towards older entries */
+    struct delay_entry *next; /* towards newer entries */
+    bool linked;              /* on the list */
 } delay_entry;
 
 /* A ring of messages (rate, queue and timed modes). */
@@ -73,59 +73,88 @@ struct delay_state {
 
     /* set up */
     delay_mode mode;
-    double timeout_ms;     /* fixed delay */
-    double fixed_rate_ms;  /* configured period between messages */
-    double rate_ms;        /* current period (msg.rate may change it) */
-    double burst_ms;       /* burst mode: the window */
+    double timeout_ms;    /* fixed delay */
+    double fixed_rate_ms; /* configured period between messages */
+    double rate_ms;       /* current period (msg.rate may change it) */
+    double burst_ms;      /* burst mode: the window */
     double random_first_ms;
     double random_diff_ms;
-    bool second_output;    /* two outputs: dropped or replaced messages go to the second */
-    uint64_t rng;          /* xorshift state for the random mode */
+    bool second_output; /* two outputs: dropped or replaced messages go to the second */
+    uint64_t rng;       /* xorshift state for the random mode */
 
     /* run time */
-    delay_entry *oldest;   /* delay modes: held messages, oldest first */
+    delay_entry *oldest; /* delay modes: held messages, oldest first */
     delay_entry *newest;
-    size_t held;           /* entries on the list */
-    delay_ring ring;       /* rate/queue/timed modes */
-    eddy_timer *interval;  /* the periodic release timer; NULL when stopped */
-    int64_t interval_ms;   /* its period */
-    eddy_timer *busy;      /* pending status report; NULL when none */
-    bool have_last;        /* drop mode: a message was sent ... */
-    int64_t last_sent;     /* ... at this loop time (ms) */
-    double inflight;       /* burst mode: messages sent in the current windows */
-    uintptr_t burst_gen;   /* burst mode: bumped by reset, to ignore older windows */
+    size_t held;          /* entries on the list */
+    delay_ring ring;      /* rate/queue/timed modes */
+    eddy_timer *interval; /* the periodic release timer; NULL when stopped */
+    int64_t interval_ms;  /* its period */
+    eddy_timer *busy;     /* pending status report; NULL when none */
+    bool have_last;       /* drop mode: a message was sent ... */
+    int64_t last_sent;    /* ... at this loop time (ms) */
+    double inflight;      /* burst mode: messages sent in the current windows */
+    uintptr_t burst_gen;  /* burst mode: bumped by reset, to ignore older windows */
 };
 
 static const eddy_prop delay_props[] = {
-    {.name = "pauseType", .kind = EDDY_PROP_STR, .def = "\"delay\"",
+    {.name = "pauseType",
+     .kind = EDDY_PROP_STR,
+     .def = "\"delay\"",
      .offset = offsetof(struct delay_state, pause_type),
      .help = "delay, delayv (msg.delay), random, rate, queue (per topic), timed, burst"},
-    {.name = "timeout", .kind = EDDY_PROP_NUM, .def = "5",
-     .offset = offsetof(struct delay_state, timeout), .help = "delay, in timeoutUnits"},
-    {.name = "timeoutUnits", .kind = EDDY_PROP_STR, .def = "\"seconds\"",
+    {.name = "timeout",
+     .kind = EDDY_PROP_NUM,
+     .def = "5",
+     .offset = offsetof(struct delay_state, timeout),
+     .help = "delay, in timeoutUnits"},
+    {.name = "timeoutUnits",
+     .kind = EDDY_PROP_STR,
+     .def = "\"seconds\"",
      .offset = offsetof(struct delay_state, timeout_units),
      .help = "milliseconds, seconds, minutes, hours or days"},
-    {.name = "rate", .kind = EDDY_PROP_NUM, .def = "1",
+    {.name = "rate",
+     .kind = EDDY_PROP_NUM,
+     .def = "1",
      .offset = offsetof(struct delay_state, rate),
      .help = "messages per nbRateUnits rateUnits"},
-    {.name = "nbRateUnits", .kind = EDDY_PROP_NUM, .def = "1",
-     .offset = offsetof(struct delay_state, nb_rate_units), .help = "length of the rate period"},
-    {.name = "rateUnits", .kind = EDDY_PROP_STR, .def = "\"second\"",
-     .offset = offsetof(struct delay_state, rate_units), .help = "second, minute, hour or day"},
-    {.name = "randomFirst", .kind = EDDY_PROP_NUM, .def = "1",
-     .offset = offsetof(struct delay_state, random_first), .help = "shortest random delay"},
-    {.name = "randomLast", .kind = EDDY_PROP_NUM, .def = "5",
-     .offset = offsetof(struct delay_state, random_last), .help = "longest random delay"},
-    {.name = "randomUnits", .kind = EDDY_PROP_STR, .def = "\"seconds\"",
+    {.name = "nbRateUnits",
+     .kind = EDDY_PROP_NUM,
+     .def = "1",
+     .offset = offsetof(struct delay_state, nb_rate_units),
+     .help = "length of the rate period"},
+    {.name = "rateUnits",
+     .kind = EDDY_PROP_STR,
+     .def = "\"second\"",
+     .offset = offsetof(struct delay_state, rate_units),
+     .help = "second, minute, hour or day"},
+    {.name = "randomFirst",
+     .kind = EDDY_PROP_NUM,
+     .def = "1",
+     .offset = offsetof(struct delay_state, random_first),
+     .help = "shortest random delay"},
+    {.name = "randomLast",
+     .kind = EDDY_PROP_NUM,
+     .def = "5",
+     .offset = offsetof(struct delay_state, random_last),
+     .help = "longest random delay"},
+    {.name = "randomUnits",
+     .kind = EDDY_PROP_STR,
+     .def = "\"seconds\"",
      .offset = offsetof(struct delay_state, random_units),
      .help = "milliseconds, seconds, minutes, hours or days"},
-    {.name = "drop", .kind = EDDY_PROP_BOOL, .def = "false",
+    {.name = "drop",
+     .kind = EDDY_PROP_BOOL,
+     .def = "false",
      .offset = offsetof(struct delay_state, drop),
      .help = "rate mode: drop messages that come too fast instead of queueing them"},
-    {.name = "allowrate", .kind = EDDY_PROP_BOOL, .def = "false",
+    {.name = "allowrate",
+     .kind = EDDY_PROP_BOOL,
+     .def = "false",
      .offset = offsetof(struct delay_state, allowrate),
      .help = "msg.rate (ms) may change the rate"},
-    {.name = "maxQueue", .kind = EDDY_PROP_INT, .def = DELAY_MAX_QUEUE_DEFAULT,
+    {.name = "maxQueue",
+     .kind = EDDY_PROP_INT,
+     .def = DELAY_MAX_QUEUE_DEFAULT,
      .offset = offsetof(struct delay_state, max_queue),
      .help = "most messages held at once (eddy only); more are refused with an error"},
     {0},

@@ -42,22 +42,38 @@ struct inject_state {
 };
 
 static const eddy_prop inject_props[] = {
-    {.name = "props", .kind = EDDY_PROP_JSON, .offset = offsetof(struct inject_state, props_cfg),
+    {.name = "props",
+     .kind = EDDY_PROP_JSON,
+     .offset = offsetof(struct inject_state, props_cfg),
      .help = "properties to set: [{p: property, v: value, vt: value type}]"},
-    {.name = "topic", .kind = EDDY_PROP_JSON, .offset = offsetof(struct inject_state, topic),
+    {.name = "topic",
+     .kind = EDDY_PROP_JSON,
+     .offset = offsetof(struct inject_state, topic),
      .help = "msg.topic (for a topic property without a value, and legacy nodes)"},
-    {.name = "payload", .kind = EDDY_PROP_JSON, .offset = offsetof(struct inject_state, payload),
+    {.name = "payload",
+     .kind = EDDY_PROP_JSON,
+     .offset = offsetof(struct inject_state, payload),
      .help = "msg.payload value (for a payload property without a value, and legacy nodes)"},
-    {.name = "payloadType", .kind = EDDY_PROP_STR,
+    {.name = "payloadType",
+     .kind = EDDY_PROP_STR,
      .offset = offsetof(struct inject_state, payload_type),
      .help = "type of 'payload': str, num, bool, json, date, bin, env, flow, global"},
-    {.name = "repeat", .kind = EDDY_PROP_NUM, .offset = offsetof(struct inject_state, repeat),
+    {.name = "repeat",
+     .kind = EDDY_PROP_NUM,
+     .offset = offsetof(struct inject_state, repeat),
      .help = "inject every this many seconds (empty: no repeat)"},
-    {.name = "crontab", .kind = EDDY_PROP_STR, .offset = offsetof(struct inject_state, crontab),
+    {.name = "crontab",
+     .kind = EDDY_PROP_STR,
+     .offset = offsetof(struct inject_state, crontab),
      .help = "inject on this schedule (5 or 6 cron fields, local time) when there is no repeat"},
-    {.name = "once", .kind = EDDY_PROP_BOOL, .def = "false",
-     .offset = offsetof(struct inject_state, once), .help = "inject once after the flow starts"},
-    {.name = "onceDelay", .kind = EDDY_PROP_NUM, .def = "0.1",
+    {.name = "once",
+     .kind = EDDY_PROP_BOOL,
+     .def = "false",
+     .offset = offsetof(struct inject_state, once),
+     .help = "inject once after the flow starts"},
+    {.name = "onceDelay",
+     .kind = EDDY_PROP_NUM,
+     .def = "0.1",
      .offset = offsetof(struct inject_state, once_delay),
      .help = "seconds to wait before that first injection"},
     {0},
@@ -182,8 +198,8 @@ static int inject_check_props(const json_t *props, eddy_err *err)
                                 "props[%zu] (msg.%s): JSONata expressions are not supported", i, p);
         }
         if (!eddy_typed_supported(vt)) {
-            return eddy_err_set(err, EDDY_EINVAL, "props[%zu] (msg.%s): unknown value type '%s'",
-                                i, p, vt);
+            return eddy_err_set(err, EDDY_EINVAL, "props[%zu] (msg.%s): unknown value type '%s'", i,
+                                p, vt);
         }
         eddy_path path;
         eddy_err perr;
@@ -199,8 +215,8 @@ static int inject_check_props(const json_t *props, eddy_err *err)
             eddy_err_clear(&jerr);
             json_t *parsed = eddy_json_loadb(text, strlen(text), &jerr);
             if (!parsed) {
-                return eddy_err_set(err, EDDY_EINVAL, "props[%zu] (msg.%s): invalid JSON: %s", i,
-                                    p, jerr.msg);
+                return eddy_err_set(err, EDDY_EINVAL, "props[%zu] (msg.%s): invalid JSON: %s", i, p,
+                                    jerr.msg);
             }
             bool ok = strcmp(vt, "json") == 0 || json_is_array(parsed) || json_is_string(parsed);
             json_decref(parsed);
@@ -249,7 +265,9 @@ static void inject_add_error(char *buf, size_t size, const char *text)
 {
     size_t len = strlen(buf);
     if (len + 3 < size) {
-        snprintf(buf + len, size - len, "%s%s", len ? "; " : "", text);
+        if (len)
+            strcat(buf, "; ");
+        strncat(buf, text, size - strlen(buf) - 1);
     }
 }
 

@@ -12,8 +12,8 @@
 
 enum { F_SEC, F_MIN, F_HOUR, F_MDAY, F_MONTH, F_WDAY, F_COUNT };
 
-static const char *const field_name[F_COUNT] = {"second", "minute",      "hour",
-                                                "day of month", "month", "day of week"};
+static const char *const field_name[F_COUNT] = {"second",       "minute", "hour",
+                                                "day of month", "month",  "day of week"};
 static const int field_first[F_COUNT] = {0, 0, 0, 1, 1, 0};
 static const int field_last[F_COUNT] = {59, 59, 23, 31, 12, 6};
 
@@ -25,8 +25,8 @@ static const struct {
     const char *name;
     const char *expr;
 } shorthands[] = {
-    {"@yearly", "0 0 0 1 1 *"},  {"@annually", "0 0 0 1 1 *"}, {"@monthly", "0 0 0 1 * *"},
-    {"@weekly", "0 0 0 * * 0"},  {"@daily", "0 0 0 * * *"},    {"@midnight", "0 0 0 * * *"},
+    {"@yearly", "0 0 0 1 1 *"}, {"@annually", "0 0 0 1 1 *"}, {"@monthly", "0 0 0 1 * *"},
+    {"@weekly", "0 0 0 * * 0"}, {"@daily", "0 0 0 * * *"},    {"@midnight", "0 0 0 * * *"},
     {"@hourly", "0 0 * * * *"},
 };
 
@@ -63,8 +63,7 @@ static bool read_value(const char **p, int field, int *out)
 }
 
 /* Parses one comma-separated item into 'bits'. Sets '*any' when it is a bare '*'. */
-static int parse_item_syntax(const char *item, int field, uint64_t *bits, bool *any,
-                             eddy_err *err)
+static int parse_item_syntax(const char *item, int field, uint64_t *bits, bool *any, eddy_err *err)
 {
     int first = field_first[field], last = field_last[field];
     int lo_limit = first, hi_limit = field == F_WDAY ? 7 : last; /* weekday 7 is Sunday */
@@ -143,8 +142,7 @@ static int parse_item_syntax(const char *item, int field, uint64_t *bits, bool *
 static int parse_item(const char *item, int field, uint64_t *bits, bool *any, eddy_err *err)
 {
     int rc = parse_item_syntax(item, field, bits, any, err);
-    if (rc == EDDY_EINVAL && (field == F_MDAY || field == F_WDAY) &&
-        strpbrk(item, "lw#") != NULL) {
+    if (rc == EDDY_EINVAL && (field == F_MDAY || field == F_WDAY) && strpbrk(item, "lw#") != NULL) {
         return eddy_err_set(err, EDDY_EUNSUPPORTED,
                             "%s item '%s': the L, W and # extensions are not supported",
                             field_name[field], item);
@@ -257,8 +255,10 @@ int inject_cron_parse(const char *text, inject_cron *cron, eddy_err *err)
     }
     if (n == 7) {
         if (strcmp(fields[6], "*") != 0 && strcmp(fields[6], "?") != 0) {
-            return eddy_err_set(err, EDDY_EUNSUPPORTED, "crontab '%.*s': a year field is not "
-                                "supported", (int)len, text);
+            return eddy_err_set(err, EDDY_EUNSUPPORTED,
+                                "crontab '%.*s': a year field is not "
+                                "supported",
+                                (int)len, text);
         }
         n = 6;
     }
@@ -293,7 +293,8 @@ int inject_cron_parse(const char *text, inject_cron *cron, eddy_err *err)
 
 static bool day_matches(const inject_cron *cron, const struct tm *tm)
 {
-    return cron->every_day || (cron->mdays >> tm->tm_mday & 1u) || (cron->wdays >> tm->tm_wday & 1u);
+    return cron->every_day || (cron->mdays >> tm->tm_mday & 1u) ||
+           (cron->wdays >> tm->tm_wday & 1u);
 }
 
 int64_t inject_cron_next(const inject_cron *cron, int64_t after_ms)

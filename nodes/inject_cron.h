@@ -15,13 +15,13 @@
 #include "err.h"
 
 typedef struct inject_cron {
-    uint64_t seconds;  /* bit n set: second n (0-59) matches */
-    uint64_t minutes;  /* bit n set: minute n (0-59) matches */
-    uint32_t hours;    /* bit n set: hour n (0-23) matches */
-    uint32_t mdays;    /* bit n set: day of month n (1-31) matches */
-    uint32_t months;   /* bit n set: month n (1-12) matches */
-    uint32_t wdays;    /* bit n set: weekday n (0 = Sunday .. 6) matches */
-    bool every_day;    /* both day fields were unrestricted: mdays/wdays are not used */
+    uint64_t seconds; /* bit n set: second n (0-59) matches */
+    uint64_t minutes; /* bit n set: minute n (0-59) matches */
+    uint32_t hours;   /* bit n set: hour n (0-23) matches */
+    uint32_t mdays;   /* bit n set: day of month n (1-31) matches */
+    uint32_t months;  /* bit n set: month n (1-12) matches */
+    uint32_t wdays;   /* bit n set: weekday n (0 = Sunday .. 6) matches */
+    bool every_day;   /* both day fields were unrestricted: mdays/wdays are not used */
 } inject_cron;
 
 /* Parses 'text' into 'cron'. Returns EDDY_OK; EDDY_EINVAL with a message naming the field

@@ -19,14 +19,14 @@ struct range_state {
 };
 
 static const eddy_prop range_props[] = {
-    {"minin", EDDY_PROP_NUM, NULL, true, offsetof(struct range_state, minin),
-     "input range: from", NULL},
-    {"maxin", EDDY_PROP_NUM, NULL, true, offsetof(struct range_state, maxin),
-     "input range: to", NULL},
+    {"minin", EDDY_PROP_NUM, NULL, true, offsetof(struct range_state, minin), "input range: from",
+     NULL},
+    {"maxin", EDDY_PROP_NUM, NULL, true, offsetof(struct range_state, maxin), "input range: to",
+     NULL},
     {"minout", EDDY_PROP_NUM, NULL, true, offsetof(struct range_state, minout),
      "target range: from", NULL},
-    {"maxout", EDDY_PROP_NUM, NULL, true, offsetof(struct range_state, maxout),
-     "target range: to", NULL},
+    {"maxout", EDDY_PROP_NUM, NULL, true, offsetof(struct range_state, maxout), "target range: to",
+     NULL},
     {"action", EDDY_PROP_STR, "\"scale\"", false, offsetof(struct range_state, action),
      "scale; clamp (limit to the target range); roll (wrap within it); drop (drop values "
      "outside the input range)",
@@ -106,8 +106,8 @@ static int range_validate(const eddy_node_type *type, const json_t *config, void
         return eddy_err_set(err, EDDY_EINVAL, "property '%s': %s", st->property, perr.msg);
     if (*st->action && strcmp(st->action, "scale") && strcmp(st->action, "clamp") &&
         strcmp(st->action, "roll") && strcmp(st->action, "drop"))
-        return eddy_err_set(err, EDDY_EINVAL,
-                            "action '%s' is not one of scale, clamp, roll, drop", st->action);
+        return eddy_err_set(err, EDDY_EINVAL, "action '%s' is not one of scale, clamp, roll, drop",
+                            st->action);
     return EDDY_OK;
 }
 
@@ -162,8 +162,8 @@ static void range_input(eddy_node *node, void *state, json_t *msg)
         double divisor = st->maxin - st->minin;
         n = fmod(fmod(n - st->minin, divisor) + divisor, divisor) + st->minin;
     }
-    double out = ((n - st->minin) / (st->maxin - st->minin) * (st->maxout - st->minout)) +
-                 st->minout;
+    double out =
+        ((n - st->minin) / (st->maxin - st->minin) * (st->maxout - st->minout)) + st->minout;
     if (st->round)
         out = js_round(out);
     /* JSON has no NaN or Infinity (an empty input range gives them); JSON.stringify of the

@@ -55,8 +55,7 @@ static const eddy_prop rbe_props[] = {
      "band modes: the change that counts, a number or a percentage of the last value (\"5%\")",
      NULL},
     {"start", EDDY_PROP_JSON, NULL, false, offsetof(struct rbe_state, start),
-     "narrowband modes: the value a new topic is compared with; empty = its first value",
-     NULL},
+     "narrowband modes: the value a new topic is compared with; empty = its first value", NULL},
     {"inout", EDDY_PROP_STR, "\"out\"", false, offsetof(struct rbe_state, inout),
      "compare with the last valid output (out) or the last input (in)", NULL},
     {"septopics", EDDY_PROP_BOOL, "true", false, offsetof(struct rbe_state, septopics),
@@ -198,15 +197,14 @@ static int rbe_parse(struct rbe_state *st, eddy_err *err)
     if (json_is_string(start) && json_string_length(start) > 0) {
         st->start_value = js_string_to_number(json_string_value(start));
         st->has_start = true;
-        if (isnan(st->start_value) &&
-            (st->mode == RBE_NARROWBAND || st->mode == RBE_NARROWBAND_EQ))
+        if (isnan(st->start_value) && (st->mode == RBE_NARROWBAND || st->mode == RBE_NARROWBAND_EQ))
             return eddy_err_set(err, EDDY_EINVAL, "start '%s' is not a number",
                                 json_string_value(start));
     } else if (json_is_number(start) && json_number_value(start) != 0) {
         st->start_value = json_number_value(start);
         st->has_start = true;
-    } else if (start && !json_is_string(start) && !json_is_number(start) &&
-               !json_is_null(start) && !json_is_false(start)) {
+    } else if (start && !json_is_string(start) && !json_is_number(start) && !json_is_null(start) &&
+               !json_is_false(start)) {
         return eddy_err_set(err, EDDY_EINVAL, "start must be a number");
     }
 
@@ -261,7 +259,10 @@ static bool band_get(struct rbe_state *st, const char *key, double *out)
 
 static void band_set(struct rbe_state *st, const char *key, double v)
 {
-    json_t *j = isfinite(v) ? json_real(v) : json_string(isnan(v) ? "NaN" : v < 0 ? "-Infinity" : "Infinity");
+    json_t *j = isfinite(v) ? json_real(v)
+                            : json_string(isnan(v) ? "NaN"
+                                          : v < 0  ? "-Infinity"
+                                                   : "Infinity");
     json_object_set_new(st->previous, key, j);
 }
 
@@ -283,8 +284,7 @@ static bool strictly_equal(const json_t *a, const json_t *b)
 }
 
 /* rbe and rbei: true if 'value' differs from what topic 'key' had (then it is kept). */
-static bool rbe_changed(struct rbe_state *st, const char *key, const json_t *value,
-                        bool *send)
+static bool rbe_changed(struct rbe_state *st, const char *key, const json_t *value, bool *send)
 {
     json_t *prev = json_object_get(st->previous, key);
     *send = st->mode != RBE_RBEI || prev != NULL;

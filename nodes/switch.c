@@ -55,17 +55,20 @@ static const struct sw_op_info {
     enum sw_op op;
     int nvalues; /* values the rule reads: 'v', or 'v' and 'v2' */
 } sw_ops[] = {
-    {"eq", OP_EQ, 1},         {"neq", OP_NEQ, 1},       {"lt", OP_LT, 1},
-    {"lte", OP_LTE, 1},       {"gt", OP_GT, 1},         {"gte", OP_GTE, 1},
-    {"btwn", OP_BTWN, 2},     {"cont", OP_CONT, 1},     {"regex", OP_REGEX, 1},
-    {"true", OP_TRUE, 0},     {"false", OP_FALSE, 0},   {"null", OP_NULL, 0},
-    {"nnull", OP_NNULL, 0},   {"istype", OP_ISTYPE, 0}, {"empty", OP_EMPTY, 0},
-    {"nempty", OP_NEMPTY, 0}, {"head", OP_HEAD, 1},     {"tail", OP_TAIL, 1},
-    {"index", OP_INDEX, 2},   {"hask", OP_HASK, 1},     {"else", OP_ELSE, 0},
-    {"jsonata_exp", OP_JSONATA, 1},
+    {"eq", OP_EQ, 1},       {"neq", OP_NEQ, 1},
+    {"lt", OP_LT, 1},       {"lte", OP_LTE, 1},
+    {"gt", OP_GT, 1},       {"gte", OP_GTE, 1},
+    {"btwn", OP_BTWN, 2},   {"cont", OP_CONT, 1},
+    {"regex", OP_REGEX, 1}, {"true", OP_TRUE, 0},
+    {"false", OP_FALSE, 0}, {"null", OP_NULL, 0},
+    {"nnull", OP_NNULL, 0}, {"istype", OP_ISTYPE, 0},
+    {"empty", OP_EMPTY, 0}, {"nempty", OP_NEMPTY, 0},
+    {"head", OP_HEAD, 1},   {"tail", OP_TAIL, 1},
+    {"index", OP_INDEX, 2}, {"hask", OP_HASK, 1},
+    {"else", OP_ELSE, 0},   {"jsonata_exp", OP_JSONATA, 1},
 };
 
-static const char *const sw_istypes[] = {"string", "number", "boolean", "array", "buffer",
+static const char *const sw_istypes[] = {"string", "number", "boolean", "array",    "buffer",
                                          "object", "json",   "null",    "undefined"};
 
 enum sw_vkind {
@@ -100,12 +103,12 @@ struct switch_state {
     /* set up */
     struct sw_rule *rules;
     size_t nrules;
-    bool *matched;      /* scratch: which rule matched, 'nrules' entries */
-    bool needs_count;   /* hold sequences until complete (a tail rule or 'repair') */
-    bool keep_prev;     /* a rule compares with the previous value */
-    json_t *prop_value; /* 'property' as a JSON string, for eddy_node_eval_typed */
-    json_t *prev;       /* the property of the last message; NULL = undefined */
-    json_t *pending_in; /* String(parts.id) -> {"msgs": [...], "count": n} */
+    bool *matched;       /* scratch: which rule matched, 'nrules' entries */
+    bool needs_count;    /* hold sequences until complete (a tail rule or 'repair') */
+    bool keep_prev;      /* a rule compares with the previous value */
+    json_t *prop_value;  /* 'property' as a JSON string, for eddy_node_eval_typed */
+    json_t *prev;        /* the property of the last message; NULL = undefined */
+    json_t *pending_in;  /* String(parts.id) -> {"msgs": [...], "count": n} */
     json_t *pending_out; /* String(parts.id) -> {"msgs": [...], "masks": [[bool...]...],
                             "received": n} */
 };
@@ -113,8 +116,7 @@ struct switch_state {
 static const eddy_prop switch_props[] = {
     {"property", EDDY_PROP_STR, "\"payload\"", false, offsetof(struct switch_state, property),
      "the property tested by the rules", NULL},
-    {"propertyType", EDDY_PROP_STR, "\"msg\"", false,
-     offsetof(struct switch_state, property_type),
+    {"propertyType", EDDY_PROP_STR, "\"msg\"", false, offsetof(struct switch_state, property_type),
      "where the property is: msg, flow, global or env", NULL},
     {"rules", EDDY_PROP_JSON, NULL, false, offsetof(struct switch_state, rules_json),
      "the rules: [{t, v, vt, v2, v2t, case}], one output each", NULL},
@@ -724,6 +726,7 @@ static int re_translate(const char *src, char **out, char *why, size_t whylen)
     const char *p = src;
     int rc = EDDY_OK;
     bool after_quantifier = false;
+    int depth = 0;  /* open groups */
     sb_str(&b, ""); /* an empty pattern is valid */
     while (*p && rc == EDDY_OK) {
         bool quantifier = false;
@@ -808,7 +811,15 @@ static int re_translate(const char *src, char **out, char *why, size_t whylen)
             } else {
                 p++;
             }
+            depth++;
             sb_str(&b, "(");
+        } else if (c == ')') {
+            if (depth-- == 0) {
+                rc = re_fail(why, whylen, EDDY_EINVAL, "unmatched ')'");
+                continue;
+            }
+            sb_str(&b, ")");
+            p++;
         } else if (c == '?' && after_quantifier) {
             p++; /* lazy quantifier: the same matches exist */
             continue;
@@ -920,8 +931,9 @@ static void parse_value(const json_t *rule, const char *key, const char *tkey, i
         return;
     }
     if (strcmp(type, "jsonata") == 0) {
-        problem(pr, EDDY_EUNSUPPORTED, "rule %d: JSONata expressions (%s \"jsonata\") are not "
-                                       "supported",
+        problem(pr, EDDY_EUNSUPPORTED,
+                "rule %d: JSONata expressions (%s \"jsonata\") are not "
+                "supported",
                 index, tkey);
         return;
     }
@@ -1046,12 +1058,15 @@ static void parse_rule(const json_t *rule, int index, struct sw_rule *r, struct 
         parse_value(rule, "v2", "v2t", index, &r->v2, pr);
     if (info->op == OP_REGEX && r->v.kind == SV_CONST) {
         char why[256];
-        const char *pattern = json_string_value(r->v.value);
-        int rc = re_compile(&r->re, pattern, r->icase, why, sizeof(why));
+        size_t len = 0;
+        char *pattern = js_string(r->v.value, &len); /* new RegExp(v) takes String(v) */
+        int rc = pattern ? re_compile(&r->re, pattern, r->icase, why, sizeof(why)) : EDDY_ENOMEM;
         if (rc == EDDY_OK)
             r->has_re = true;
         else
-            problem(pr, rc, "rule %d: regular expression /%s/: %s", index, pattern, why);
+            problem(pr, rc, "rule %d: regular expression /%s/: %s", index, pattern ? pattern : "",
+                    pattern ? why : "out of memory");
+        eddy_free(pattern);
     }
 }
 
@@ -1128,8 +1143,7 @@ static int switch_setup(eddy_node *node, void *state, eddy_err *err)
     if (pr.code)
         return eddy_err_set(err, pr.code, "%s", pr.text);
     st->needs_count = st->repair;
-    for (size_t i = 0; i < st->nrules; i++)
-    {
+    for (size_t i = 0; i < st->nrules; i++) {
         if (st->rules[i].op == OP_TAIL)
             st->needs_count = true;
         if (st->rules[i].v.kind == SV_PREV || st->rules[i].v2.kind == SV_PREV)
@@ -1324,7 +1338,7 @@ static bool op_hask(const json_t *a, const json_t *b)
         has = json_object_getn(a, key, klen) != NULL;
     } else if (json_is_array(a) || json_is_string(a)) {
         size_t size = json_is_array(a) ? json_array_size(a)
-                                        : utf16_length(json_string_value(a), json_string_length(a));
+                                       : utf16_length(json_string_value(a), json_string_length(a));
         /* own properties: "length" and the canonical indexes "0", "1", ... */
         bool canonical = klen > 0 && klen < 16 && (key[0] != '0' || klen == 1);
         for (size_t i = 0; i < klen && canonical; i++)
@@ -1454,7 +1468,9 @@ static int eval_rule(eddy_node *node, struct switch_state *st, const struct sw_r
         if (!parts || json_is_null(parts)) {
             rc = EDDY_EINVAL;
             eddy_node_error(node, msg, "rule '%s' needs msg.parts (a message sequence)",
-                            r->op == OP_HEAD ? "head" : r->op == OP_TAIL ? "tail" : "index");
+                            r->op == OP_HEAD   ? "head"
+                            : r->op == OP_TAIL ? "tail"
+                                               : "index");
             break;
         }
         if (r->op == OP_HEAD) {
@@ -1509,8 +1525,7 @@ static int apply_rules(eddy_node *node, struct switch_state *st, const json_t *a
 /* ---- sending, and message sequences ---- */
 
 /* Sends 'msg' (taken) to each output whose rule matched. */
-static void send_onward(eddy_node *node, struct switch_state *st, json_t *msg,
-                        size_t evaluated)
+static void send_onward(eddy_node *node, struct switch_state *st, json_t *msg, size_t evaluated)
 {
     size_t outputs = (size_t)eddy_node_output_count(node);
     size_t last = SIZE_MAX;
@@ -1620,8 +1635,7 @@ static void hold_for_repair(eddy_node *node, struct switch_state *st, json_t *ms
     eddy_free(key);
 }
 
-static void switch_process(eddy_node *node, struct switch_state *st, json_t *msg,
-                           bool check_parts);
+static void switch_process(eddy_node *node, struct switch_state *st, json_t *msg, bool check_parts);
 
 /* Holds 'msg' (taken) until its whole sequence is there, then processes the sequence. */
 static void hold_sequence(eddy_node *node, struct switch_state *st, json_t *msg,
@@ -1664,12 +1678,11 @@ static void hold_sequence(eddy_node *node, struct switch_state *st, json_t *msg,
 
 /* Processes one message (taken). 'check_parts' is false for messages of a sequence that is
  * already complete. */
-static void switch_process(eddy_node *node, struct switch_state *st, json_t *msg,
-                           bool check_parts)
+static void switch_process(eddy_node *node, struct switch_state *st, json_t *msg, bool check_parts)
 {
     json_t *parts = json_object_get(msg, "parts");
-    bool has_parts = json_is_object(parts) && json_object_get(parts, "id") &&
-                     json_object_get(parts, "index");
+    bool has_parts =
+        json_is_object(parts) && json_object_get(parts, "id") && json_object_get(parts, "index");
     if (st->needs_count && check_parts && has_parts) {
         hold_sequence(node, st, msg, parts);
         return;

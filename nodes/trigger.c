@@ -22,17 +22,17 @@
 struct trigger_state;
 
 typedef struct trig_entry {
-    char *key;                 /* topic (or "_none"), owned */
-    struct trig_entry *next;   /* next in the hash bucket */
-    struct trigger_state *st;  /* owner */
-    eddy_timer *timer;         /* timeout or repeat timer; NULL when none */
-    bool hold;                 /* duration 0: blocks until reset */
-    bool extended;             /* the timer was restarted by a later message */
-    bool removed;              /* out of the table; freed when 'timer' goes */
-    int64_t period;            /* repeat mode: the period (ms) */
-    json_t *msg;               /* the message the timer's output is built on (owned) */
-    json_t *m2;                /* second value; NULL is undefined (owned) */
-    json_t *npay;              /* op2type "payl": the latest message (owned) */
+    char *key;                /* topic (or "_none"), owned */
+    struct trig_entry *next;  /* next in the hash bucket */
+    struct trigger_state *st; /* owner */
+    eddy_timer *timer;        /* timeout or repeat timer; NULL when none */
+    bool hold;                /* duration 0: blocks until reset */
+    bool extended;            /* the timer was restarted by a later message */
+    bool removed;             /* out of the table; freed when 'timer' goes */
+    int64_t period;           /* repeat mode: the period (ms) */
+    json_t *msg;              /* the message the timer's output is built on (owned) */
+    json_t *m2;               /* second value; NULL is undefined (owned) */
+    json_t *npay;             /* op2type "payl": the latest message (owned) */
 } trig_entry;
 
 struct trigger_state {
@@ -50,19 +50,19 @@ struct trigger_state {
     const char *topic;
 
     /* set up */
-    json_t *op1;          /* value text (or null for "null"), owned */
+    json_t *op1; /* value text (or null for "null"), owned */
     json_t *op2;
-    const char *op1type;  /* after defaults and the legacy "val" mapping */
+    const char *op1type; /* after defaults and the legacy "val" mapping */
     const char *op2type;
-    bool op1_template;    /* a string with "{{": rendered with Mustache */
+    bool op1_template; /* a string with "{{": rendered with Mustache */
     bool op2_template;
-    double duration_ms;   /* time to the second output, or the repeat period */
-    bool loop;            /* negative duration: repeat the first output */
+    double duration_ms; /* time to the second output, or the repeat period */
+    bool loop;          /* negative duration: repeat the first output */
     bool extend;
-    char *reset;          /* payload text that resets; NULL for none (owned) */
+    char *reset; /* payload text that resets; NULL for none (owned) */
     bool by_topic;
     eddy_path topic_path;
-    bool second;          /* two outputs: the second value goes to output 2 */
+    bool second; /* two outputs: the second value goes to output 2 */
 
     /* run time */
     trig_entry **buckets; /* hash table of running triggers by key */
@@ -71,33 +71,52 @@ struct trigger_state {
 };
 
 static const eddy_prop trigger_props[] = {
-    {.name = "op1", .kind = EDDY_PROP_JSON, .offset = offsetof(struct trigger_state, op1_cfg),
+    {.name = "op1",
+     .kind = EDDY_PROP_JSON,
+     .offset = offsetof(struct trigger_state, op1_cfg),
      .help = "first value to send (default \"1\")"},
-    {.name = "op2", .kind = EDDY_PROP_JSON, .offset = offsetof(struct trigger_state, op2_cfg),
+    {.name = "op2",
+     .kind = EDDY_PROP_JSON,
+     .offset = offsetof(struct trigger_state, op2_cfg),
      .help = "second value to send (default \"0\")"},
-    {.name = "op1type", .kind = EDDY_PROP_STR,
+    {.name = "op1type",
+     .kind = EDDY_PROP_STR,
      .offset = offsetof(struct trigger_state, op1type_cfg),
      .help = "str, num, bool, json, date, bin, env, flow, global, pay (the message), nul"},
-    {.name = "op2type", .kind = EDDY_PROP_STR,
+    {.name = "op2type",
+     .kind = EDDY_PROP_STR,
      .offset = offsetof(struct trigger_state, op2type_cfg),
      .help = "as op1type, and payl (the latest message)"},
-    {.name = "duration", .kind = EDDY_PROP_JSON,
+    {.name = "duration",
+     .kind = EDDY_PROP_JSON,
      .offset = offsetof(struct trigger_state, duration_cfg),
      .help = "time before the second value (default 250); 0: wait for a reset; negative: "
              "repeat the first value this often"},
-    {.name = "units", .kind = EDDY_PROP_STR, .offset = offsetof(struct trigger_state, units),
+    {.name = "units",
+     .kind = EDDY_PROP_STR,
+     .offset = offsetof(struct trigger_state, units),
      .help = "ms, s, min or hr"},
-    {.name = "extend", .kind = EDDY_PROP_BOOL, .def = "false",
+    {.name = "extend",
+     .kind = EDDY_PROP_BOOL,
+     .def = "false",
      .offset = offsetof(struct trigger_state, extend_cfg),
      .help = "a new message restarts the time"},
-    {.name = "overrideDelay", .kind = EDDY_PROP_BOOL, .def = "false",
+    {.name = "overrideDelay",
+     .kind = EDDY_PROP_BOOL,
+     .def = "false",
      .offset = offsetof(struct trigger_state, override_delay),
      .help = "msg.delay (ms) sets the time"},
-    {.name = "reset", .kind = EDDY_PROP_JSON, .offset = offsetof(struct trigger_state, reset_cfg),
+    {.name = "reset",
+     .kind = EDDY_PROP_JSON,
+     .offset = offsetof(struct trigger_state, reset_cfg),
      .help = "a payload equal to this resets the trigger"},
-    {.name = "bytopic", .kind = EDDY_PROP_STR, .offset = offsetof(struct trigger_state, bytopic),
+    {.name = "bytopic",
+     .kind = EDDY_PROP_STR,
+     .offset = offsetof(struct trigger_state, bytopic),
      .help = "all (one trigger) or topic (one per topic)"},
-    {.name = "topic", .kind = EDDY_PROP_STR, .offset = offsetof(struct trigger_state, topic),
+    {.name = "topic",
+     .kind = EDDY_PROP_STR,
+     .offset = offsetof(struct trigger_state, topic),
      .help = "message property that tells topics apart (default topic)"},
     {0},
 };
@@ -246,15 +265,32 @@ static void sb_add_escaped(strbuf *b, const char *s)
     for (; *s; s++) {
         const char *rep = NULL;
         switch (*s) {
-        case '&': rep = "&amp;"; break;
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '"': rep = "&quot;"; break;
-        case '\'': rep = "&#39;"; break;
-        case '/': rep = "&#x2F;"; break;
-        case '`': rep = "&#x60;"; break;
-        case '=': rep = "&#x3D;"; break;
-        default: break;
+        case '&':
+            rep = "&amp;";
+            break;
+        case '<':
+            rep = "&lt;";
+            break;
+        case '>':
+            rep = "&gt;";
+            break;
+        case '"':
+            rep = "&quot;";
+            break;
+        case '\'':
+            rep = "&#39;";
+            break;
+        case '/':
+            rep = "&#x2F;";
+            break;
+        case '`':
+            rep = "&#x60;";
+            break;
+        case '=':
+            rep = "&#x3D;";
+            break;
+        default:
+            break;
         }
         if (rep) {
             sb_add(b, rep, strlen(rep));
@@ -467,13 +503,13 @@ static void entry_remove(eddy_node *node, trig_entry *e, bool in_callback)
 static void trigger_status(eddy_node *node, struct trigger_state *st)
 {
     if (st->count == 0) {
-        eddy_node_status(node, NULL, NULL, NULL);
+        eddy_node_set_status(node, NULL, NULL, NULL);
     } else if (st->count == 1) {
-        eddy_node_status(node, "blue", "dot", NULL);
+        eddy_node_set_status(node, "blue", "dot", NULL);
     } else {
         char text[32];
         snprintf(text, sizeof text, "%zu", st->count);
-        eddy_node_status(node, "blue", "dot", text);
+        eddy_node_set_status(node, "blue", "dot", text);
     }
 }
 
@@ -558,8 +594,7 @@ static int64_t trigger_repeat(eddy_node *node, void *state, void *data)
     return e->period;
 }
 
-static bool entry_start_timer(eddy_node *node, trig_entry *e, int64_t delay,
-                              eddy_node_timer_fn fn)
+static bool entry_start_timer(eddy_node *node, trig_entry *e, int64_t delay, eddy_node_timer_fn fn)
 {
     e->timer = eddy_node_timer_start(node, delay, fn, e, entry_timer_gone);
     if (!e->timer) {
@@ -597,8 +632,8 @@ static char *trigger_key(const struct trigger_state *st, json_t *msg)
 }
 
 /* Starts (or, in repeat mode, restarts) the trigger 'e' with 'msg' (taken). */
-static void trigger_start(eddy_node *node, struct trigger_state *st, trig_entry *e,
-                          json_t *msg, double delay)
+static void trigger_start(eddy_node *node, struct trigger_state *st, trig_entry *e, json_t *msg,
+                          double delay)
 {
     eddy_err err;
     eddy_err_clear(&err);
@@ -724,9 +759,9 @@ static void trigger_input(eddy_node *node, void *state, json_t *msg)
 
 /* ---- configuration and life cycle ---- */
 
-static const char *const op_types[] = {"str",  "num",    "bool", "json", "date", "bin",  "env",
-                                       "flow", "global", "msg",  "pay",  "payl", "nul",  "val",
-                                       NULL};
+static const char *const op_types[] = {"str", "num",  "bool", "json",   "date",
+                                       "bin", "env",  "flow", "global", "msg",
+                                       "pay", "payl", "nul",  "val",    NULL};
 
 /* Resolves defaults and Node-RED's legacy "val" type. On success 'value' is a new JSON
  * string (or null for "null") and 'type' one of op_types (or "null"). */

@@ -589,7 +589,7 @@ static void load_top_level(loader *ld)
         eddy_flow_scope *s = add_scope(ld);
         if (!s)
             return;
-        s->id = id;
+        s->id = node__str(tab, "id"); /* 'id' is the key of ld->tabs, freed after loading */
         s->label = node__str(tab, "label");
         s->env = json_object_get(tab, "env");
         s->disabled = json_is_true(json_object_get(tab, "disabled"));
