@@ -47,8 +47,7 @@ static char *chain_flow(void)
                               "\"set\",\"p\":\"step%d\",\"pt\":\"msg\",\"to\":\"%d\",\"tot\":"
                               "\"num\"}],\"wires\":[[\"%s%d\"]]}",
                               i, i, i, i < 10 ? "c" : "sink", i < 10 ? i + 1 : 0);
-    snprintf(buf + n, sizeof(buf) - n,
-             ",{\"id\":\"sink0\",\"type\":\"bench sink\",\"z\":\"t\"}]");
+    snprintf(buf + n, sizeof(buf) - n, ",{\"id\":\"sink0\",\"type\":\"bench sink\",\"z\":\"t\"}]");
     return buf;
 }
 

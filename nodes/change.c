@@ -39,7 +39,8 @@ static void ch_add(ch_buf *b, const char *s, size_t n)
         b->data = grown;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, s, n);
+    if (n)
+        memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
 }
@@ -110,13 +111,14 @@ static void ch_problem(ch_problems *pr, int code, const char *fmt, ...)
 
 /* ---- JavaScript regular expressions as POSIX extended ones ---- */
 
-#define CH_MAX_GROUPS 99
+#define CH_MAX_GROUPS 99  /* capturing groups a pattern may have */
+#define CH_MAX_POSIX  255 /* POSIX groups after translation */
 
 typedef struct ch_regex {
     regex_t re;
-    int groups;                    /* capture groups of the JavaScript expression */
-    int map[CH_MAX_GROUPS + 1];    /* JavaScript group -> POSIX group */
-    size_t nposix;                 /* POSIX groups (non-capturing ones included) */
+    int groups;                 /* capture groups of the JavaScript expression */
+    int map[CH_MAX_GROUPS + 1]; /* JavaScript group -> POSIX group */
+    size_t nposix;              /* POSIX groups (non-capturing ones included) */
 } ch_regex;
 
 static int ch_hex(const char *s, int n, unsigned long *out)
@@ -136,15 +138,88 @@ static int ch_hex(const char *s, int n, unsigned long *out)
     return 0;
 }
 
-/* A literal character outside brackets. */
-static void ch_re_lit(ch_buf *b, unsigned long cp)
+/* Translation of one pattern. POSIX regex.h in the C locale sees bytes, so constructs that
+ * match "one character" are written to take a whole UTF-8 sequence, as JavaScript takes a
+ * whole character (outside the astral planes). Each such construct is a POSIX group. */
+typedef struct ch_re_tr {
+    const char *src;
+    size_t i;     /* position in 'src' */
+    ch_buf *out;  /* the POSIX pattern */
+    ch_regex *rx; /* group map being filled */
+    size_t posix; /* POSIX groups opened so far */
+    int js;       /* JavaScript capturing groups opened so far */
+    char *why;    /* what is wrong, for the caller's message */
+    size_t whylen;
+} ch_re_tr;
+
+static int ch_re_fail(ch_re_tr *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int ch_re_fail(ch_re_tr *t, int code, const char *fmt, ...)
 {
-    if (cp < 0x80 && strchr(".[]()*+?{}|^$\\", (int)cp) && cp)
-        ch_addc(b, '\\');
-    ch_add_utf8(b, cp);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->why, t->whylen, fmt, ap);
+    va_end(ap);
+    return code;
 }
 
-/* Reads the character escape at s[*i] (just after the backslash) that stands for one
+/* The code point of the UTF-8 sequence at 's'; *len gets its length in bytes. */
+static unsigned long ch_utf8_decode(const char *s, size_t *len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = ch_utf8_len(u[0]);
+    unsigned long cp = n == 1 ? u[0] : n == 2 ? u[0] & 0x1Fu : n == 3 ? u[0] & 0x0Fu : u[0] & 0x07u;
+    for (size_t k = 1; k < n; k++) {
+        if ((u[k] & 0xC0) != 0x80) {
+            *len = 1;
+            return u[0];
+        }
+        cp = (cp << 6) | (u[k] & 0x3Fu);
+    }
+    *len = n;
+    return cp;
+}
+
+/* One character that is not one of the bracket 'items' (ASCII only; a '-' item goes in
+ * 'dash' so that it can be placed last). */
+static void ch_re_any_but(ch_re_tr *t, const char *items, bool dash)
+{
+    ch_adds(t->out, "([^");
+    ch_adds(t->out, items);
+    ch_adds(t->out, "\x80-\xff");
+    if (dash)
+        ch_addc(t->out, '-');
+    ch_adds(t->out, "]|[\xc0-\xff][\x80-\xbf]*)");
+    t->posix++;
+}
+
+static bool ch_re_quantifier_next(const ch_re_tr *t)
+{
+    char c = t->src[t->i];
+    return c == '*' || c == '+' || c == '?' || c == '{';
+}
+
+/* A literal character outside brackets; 't->i' is already past it. */
+static void ch_re_lit(ch_re_tr *t, unsigned long cp)
+{
+    if (cp < 0x80) {
+        if (cp && strchr(".[]()*+?{}|^$\\", (int)cp))
+            ch_addc(t->out, '\\');
+        ch_addc(t->out, (char)cp);
+        return;
+    }
+    bool group = ch_re_quantifier_next(t); /* a quantifier must apply to all its bytes */
+    if (group) {
+        ch_addc(t->out, '(');
+        t->posix++;
+    }
+    ch_add_utf8(t->out, cp);
+    if (group)
+        ch_addc(t->out, ')');
+}
+
+/* Reads the character escape at src[*i] (just after the backslash) that stands for one
  * character; returns it, or -1 when the escape is not a single character. */
 static long ch_re_char_escape(const char *s, size_t *i)
 {
@@ -185,243 +260,250 @@ static long ch_re_char_escape(const char *s, size_t *i)
     }
 }
 
-/* Translates the bracket expression at src[*i] == '['. */
-static int ch_re_bracket(const char *src, size_t *pi, ch_buf *out, char *why, size_t whylen)
+/* One member of a bracket expression at t->src[t->i]: a character (returned), or a class
+ * escape (\d, \w, \s: appended to 'classes', returns -2). -1 after an error. */
+static long ch_re_member(ch_re_tr *t, ch_buf *classes, int *rc)
 {
-    size_t i = *pi + 1;
+    const char *src = t->src;
+    if (src[t->i] != '\\') {
+        size_t len;
+        unsigned long cp = ch_utf8_decode(src + t->i, &len);
+        t->i += len;
+        return (long)cp;
+    }
+    t->i++;
+    char d = src[t->i];
+    const char *cls = d == 'd' ? "0-9" : d == 'w' ? "A-Za-z0-9_" : d == 's' ? "[:space:]" : NULL;
+    if (cls) {
+        ch_adds(classes, cls);
+        t->i++;
+        return -2;
+    }
+    if (d == 'D' || d == 'W' || d == 'S') {
+        *rc = ch_re_fail(t, EDDY_EUNSUPPORTED, "'\\%c' inside a character class", d);
+        return -1;
+    }
+    if (!d) {
+        *rc = ch_re_fail(t, EDDY_EINVAL, "unterminated character class");
+        return -1;
+    }
+    if (d == 'b') {
+        t->i++;
+        return '\b';
+    }
+    long ch = ch_re_char_escape(src, &t->i);
+    if (ch < 0) {
+        size_t len;
+        ch = (long)ch_utf8_decode(src + t->i, &len);
+        t->i += len;
+    }
+    return ch;
+}
+
+/* Translates the bracket expression at t->src[t->i] == '['. */
+static int ch_re_bracket(ch_re_tr *t)
+{
+    const char *src = t->src;
     bool neg = false, rbr = false, dash = false, caret = false, lbr = false;
-    ch_buf inner = {0};
-    if (src[i] == '^') {
+    ch_buf inner = {0}, wide = {0}; /* ASCII members; multi-byte members joined by '|' */
+    int rc = EDDY_OK;
+    t->i++;
+    if (src[t->i] == '^') {
         neg = true;
-        i++;
+        t->i++;
     }
-    if (src[i] == ']') {
-        snprintf(why, whylen, "empty character class '[%s]'", neg ? "^" : "");
-        return EDDY_EUNSUPPORTED;
-    }
-    while (src[i] != ']') {
-        long lo;
-        if (!src[i]) {
-            snprintf(why, whylen, "unterminated character class");
-            eddy_free(inner.data);
-            return EDDY_EINVAL;
+    if (src[t->i] == ']')
+        return ch_re_fail(t, EDDY_EUNSUPPORTED, "empty character class '[%s]'", neg ? "^" : "");
+    ch_add(&inner, "", 0);
+    while (src[t->i] != ']') {
+        if (!src[t->i]) {
+            rc = ch_re_fail(t, EDDY_EINVAL, "unterminated character class");
+            goto done;
         }
-        if (src[i] == '\\') {
-            i++;
-            char d = src[i];
-            const char *cls = d == 'd' ? "0-9" : d == 'w' ? "A-Za-z0-9_" : d == 's' ? "[:space:]" : NULL;
-            if (cls) {
-                ch_adds(&inner, cls);
-                i++;
-                continue;
+        long lo = ch_re_member(t, &inner, &rc);
+        if (lo == -1)
+            goto done;
+        if (lo == -2)
+            continue;
+        if (src[t->i] == '-' && src[t->i + 1] && src[t->i + 1] != ']') {
+            t->i++;
+            size_t at = t->i;
+            long hi = ch_re_member(t, &inner, &rc);
+            if (hi == -1)
+                goto done;
+            if (hi == -2 || lo >= 0x80 || hi >= 0x80 || strchr("]-^[\\", (int)lo) ||
+                strchr("]-^[\\", (int)hi)) {
+                rc = ch_re_fail(t, EDDY_EUNSUPPORTED, "character class range '%.*s'",
+                                (int)(t->i - at + 2), src + at - 2);
+                goto done;
             }
-            if (d == 'D' || d == 'W' || d == 'S') {
-                snprintf(why, whylen, "'\\%c' inside a character class", d);
-                eddy_free(inner.data);
-                return EDDY_EUNSUPPORTED;
-            }
-            if (d == 'b') {
-                i++;
-                lo = '\b';
-            } else {
-                lo = ch_re_char_escape(src, &i);
-                if (lo < 0) {
-                    if (!d) {
-                        snprintf(why, whylen, "unterminated character class");
-                        eddy_free(inner.data);
-                        return EDDY_EINVAL;
-                    }
-                    lo = (unsigned char)d;
-                    i++;
-                }
-            }
-        } else {
-            lo = (unsigned char)src[i++];
-        }
-        if (src[i] == '-' && src[i + 1] && src[i + 1] != ']') {
-            /* a range: both ends must be plain characters here */
-            i++;
-            long hi;
-            if (src[i] == '\\') {
-                i++;
-                hi = ch_re_char_escape(src, &i);
-                if (hi < 0) {
-                    hi = (unsigned char)src[i];
-                    if (!hi || strchr("dwsDWS", (int)hi)) {
-                        snprintf(why, whylen, "character class range ending in '\\%c'",
-                                 (char)hi);
-                        eddy_free(inner.data);
-                        return EDDY_EUNSUPPORTED;
-                    }
-                    i++;
-                }
-            } else {
-                hi = (unsigned char)src[i++];
-            }
-            if (strchr("]-^[\\", (int)lo) || strchr("]-^[\\", (int)hi)) {
-                snprintf(why, whylen, "character class range with '%c' or '%c'", (char)lo,
-                         (char)hi);
-                eddy_free(inner.data);
-                return EDDY_EUNSUPPORTED;
-            }
-            ch_add_utf8(&inner, (unsigned long)lo);
+            ch_addc(&inner, (char)lo);
             ch_addc(&inner, '-');
-            ch_add_utf8(&inner, (unsigned long)hi);
+            ch_addc(&inner, (char)hi);
             continue;
         }
-        if (lo == ']')
+        if (lo >= 0x80) {
+            if (wide.len)
+                ch_addc(&wide, '|');
+            ch_add_utf8(&wide, (unsigned long)lo);
+        } else if (lo == ']') {
             rbr = true;
-        else if (lo == '-')
+        } else if (lo == '-') {
             dash = true;
-        else if (lo == '^')
+        } else if (lo == '^') {
             caret = true;
-        else if (lo == '[')
+        } else if (lo == '[') {
             lbr = true;
-        else
-            ch_add_utf8(&inner, (unsigned long)lo);
+        } else if (lo) {
+            ch_addc(&inner, (char)lo);
+        } else {
+            rc = ch_re_fail(t, EDDY_EUNSUPPORTED, "NUL character");
+            goto done;
+        }
     }
-    *pi = i + 1;
-    if (inner.failed) {
-        eddy_free(inner.data);
-        return EDDY_ENOMEM;
+    t->i++;
+    if (inner.failed || wide.failed) {
+        rc = EDDY_ENOMEM;
+        goto done;
     }
     /* POSIX places: ']' first, '-' last, '^' anywhere but first */
-    if (caret && !neg && !rbr && !lbr && !inner.len) {
-        if (!dash) {
-            ch_adds(out, "\\^");
-            eddy_free(inner.data);
-            return EDDY_OK;
-        }
-        ch_adds(out, "[-^]");
-        eddy_free(inner.data);
-        return EDDY_OK;
-    }
-    ch_addc(out, '[');
-    if (neg)
-        ch_addc(out, '^');
+    ch_buf items = {0};
     if (rbr)
-        ch_addc(out, ']');
-    if (inner.len)
-        ch_add(out, inner.data, inner.len);
+        ch_addc(&items, ']');
+    ch_add(&items, inner.data, inner.len);
     if (lbr)
-        ch_addc(out, '[');
+        ch_addc(&items, '[');
     if (caret)
-        ch_addc(out, '^');
-    if (dash)
-        ch_addc(out, '-');
-    ch_addc(out, ']');
+        ch_addc(&items, '^');
+    if (items.failed) {
+        eddy_free(items.data);
+        rc = EDDY_ENOMEM;
+        goto done;
+    }
+    if (neg) {
+        if (wide.len) {
+            eddy_free(items.data);
+            rc = ch_re_fail(t, EDDY_EUNSUPPORTED, "non-ASCII character in a negated class");
+            goto done;
+        }
+        ch_re_any_but(t, items.data ? items.data : "", dash);
+        eddy_free(items.data);
+        goto done;
+    }
+    bool ascii = items.len || dash;
+    if (wide.len) {
+        ch_addc(t->out, '(');
+        t->posix++;
+    }
+    if (ascii) {
+        if (items.len == 1 && caret && !dash) {
+            ch_adds(t->out, "\\^");
+        } else if (items.len == 1 && caret) {
+            ch_adds(t->out, "[-^]");
+        } else {
+            ch_addc(t->out, '[');
+            ch_add(t->out, items.data, items.len);
+            if (dash)
+                ch_addc(t->out, '-');
+            ch_addc(t->out, ']');
+        }
+    }
+    if (wide.len) {
+        if (ascii)
+            ch_addc(t->out, '|');
+        ch_add(t->out, wide.data, wide.len);
+        ch_addc(t->out, ')');
+    }
+    eddy_free(items.data);
+done:
     eddy_free(inner.data);
-    return EDDY_OK;
+    eddy_free(wide.data);
+    return rc;
 }
 
 /* Translates JavaScript pattern 'src' into 'out'; fills the group map of 'rx'. Returns
  * EDDY_EUNSUPPORTED (or EDDY_EINVAL) with 'why' for what has no POSIX equivalent. */
 static int ch_re_translate(const char *src, ch_buf *out, ch_regex *rx, char *why, size_t whylen)
 {
-    int js = 0;
-    size_t posix = 0;
+    ch_re_tr tr = {src, 0, out, rx, 0, 0, why, whylen};
+    ch_re_tr *t = &tr;
     bool atom = false; /* something a quantifier may follow comes last */
-    for (size_t i = 0; src[i];) {
-        char c = src[i];
+    while (src[t->i]) {
+        char c = src[t->i];
         if (c == '\\') {
-            char d = src[i + 1];
-            const char *cls = NULL;
-            if (!d) {
-                snprintf(why, whylen, "\\ at end of pattern");
-                return EDDY_EINVAL;
-            }
-            switch (d) {
-            case 'd':
-                cls = "[0-9]";
-                break;
-            case 'D':
-                cls = "[^0-9]";
-                break;
-            case 'w':
-                cls = "[A-Za-z0-9_]";
-                break;
-            case 'W':
-                cls = "[^A-Za-z0-9_]";
-                break;
-            case 's':
-                cls = "[[:space:]]";
-                break;
-            case 'S':
-                cls = "[^[:space:]]";
-                break;
-            case 'b':
-                cls = "\\b";
-                break;
-            case 'B':
-                cls = "\\B";
-                break;
-            default:
-                break;
-            }
-            if (cls) {
-                ch_adds(out, cls);
-                i += 2;
+            char d = src[t->i + 1];
+            if (!d)
+                return ch_re_fail(t, EDDY_EINVAL, "\\ at end of pattern");
+            const char *cls = d == 'd'   ? "[0-9]"
+                              : d == 'w' ? "[A-Za-z0-9_]"
+                              : d == 's' ? "[[:space:]]"
+                              : d == 'b' ? "\\b"
+                              : d == 'B' ? "\\B"
+                                         : NULL;
+            const char *but = d == 'D'   ? "0-9"
+                              : d == 'W' ? "A-Za-z0-9_"
+                              : d == 'S' ? "[:space:]"
+                                         : NULL;
+            if (cls || but) {
+                if (cls)
+                    ch_adds(out, cls);
+                else
+                    ch_re_any_but(t, but, false);
+                t->i += 2;
                 atom = d != 'b' && d != 'B';
                 continue;
             }
             if (d >= '1' && d <= '9') {
                 int n = d - '0';
-                i += 2;
-                if (n > js || rx->map[n] > 9) {
-                    snprintf(why, whylen, "back reference '\\%d'", n);
-                    return EDDY_EUNSUPPORTED;
-                }
+                t->i += 2;
+                if (n > t->js || rx->map[n] > 9)
+                    return ch_re_fail(t, EDDY_EUNSUPPORTED, "back reference '\\%d'", n);
                 ch_addc(out, '\\');
                 ch_addc(out, (char)('0' + rx->map[n]));
                 atom = true;
                 continue;
             }
-            if (d == '0' || d == 'c' || d == 'k' || d == 'p' || d == 'P') {
-                snprintf(why, whylen, "escape '\\%c'", d);
-                return EDDY_EUNSUPPORTED;
-            }
-            i++;
-            long ch = ch_re_char_escape(src, &i);
+            if (d == '0' || d == 'c' || d == 'k' || d == 'p' || d == 'P')
+                return ch_re_fail(t, EDDY_EUNSUPPORTED, "escape '\\%c'", d);
+            t->i++;
+            long ch = ch_re_char_escape(src, &t->i);
             if (ch < 0) {
-                ch = (unsigned char)d;
-                i++;
+                size_t len;
+                ch = (long)ch_utf8_decode(src + t->i, &len);
+                t->i += len;
             }
-            ch_re_lit(out, (unsigned long)ch);
+            ch_re_lit(t, (unsigned long)ch);
             atom = true;
             continue;
         }
         if (c == '[') {
-            int rc = ch_re_bracket(src, &i, out, why, whylen);
+            int rc = ch_re_bracket(t);
             if (rc)
                 return rc;
             atom = true;
             continue;
         }
         if (c == '(') {
-            if (src[i + 1] == '?') {
-                if (src[i + 2] != ':') {
-                    snprintf(why, whylen, "group '(?%.2s'", src + i + 2);
-                    return EDDY_EUNSUPPORTED;
-                }
-                posix++;
+            if (src[t->i + 1] == '?') {
+                if (src[t->i + 2] != ':')
+                    return ch_re_fail(t, EDDY_EUNSUPPORTED, "group '(?%.2s'", src + t->i + 2);
+                t->posix++;
                 ch_addc(out, '(');
-                i += 3;
+                t->i += 3;
                 atom = false;
                 continue;
             }
-            if (js == CH_MAX_GROUPS) {
-                snprintf(why, whylen, "more than %d groups", CH_MAX_GROUPS);
-                return EDDY_EUNSUPPORTED;
-            }
-            rx->map[++js] = (int)++posix;
+            if (t->js == CH_MAX_GROUPS)
+                return ch_re_fail(t, EDDY_EUNSUPPORTED, "more than %d groups", CH_MAX_GROUPS);
+            rx->map[++t->js] = (int)++t->posix;
             ch_addc(out, '(');
-            i++;
+            t->i++;
             atom = false;
             continue;
         }
         if (c == '.') {
-            ch_adds(out, "[^\n\r]");
-            i++;
+            ch_re_any_but(t, "\n\r", false);
+            t->i++;
             atom = true;
             continue;
         }
@@ -429,7 +511,7 @@ static int ch_re_translate(const char *src, ch_buf *out, ch_regex *rx, char *why
         if (c == '*' || c == '+' || c == '?') {
             qlen = 1;
         } else if (c == '{') {
-            size_t j = i + 1, digits = 0;
+            size_t j = t->i + 1, digits = 0;
             while (src[j] >= '0' && src[j] <= '9')
                 j++, digits++;
             if (digits && src[j] == ',') {
@@ -438,33 +520,36 @@ static int ch_re_translate(const char *src, ch_buf *out, ch_regex *rx, char *why
                     j++;
             }
             if (digits && src[j] == '}')
-                qlen = j + 1 - i;
+                qlen = j + 1 - t->i;
         }
         if (qlen) {
-            if (!atom) {
-                snprintf(why, whylen, "Nothing to repeat");
-                return EDDY_EINVAL;
-            }
-            ch_add(out, src + i, qlen);
-            i += qlen;
-            if (src[i] == '?') {
-                snprintf(why, whylen, "lazy quantifier '%.*s?'", (int)qlen, src + i - qlen);
-                return EDDY_EUNSUPPORTED;
-            }
+            if (!atom)
+                return ch_re_fail(t, EDDY_EINVAL, "Nothing to repeat");
+            ch_add(out, src + t->i, qlen);
+            t->i += qlen;
+            if (src[t->i] == '?')
+                return ch_re_fail(t, EDDY_EUNSUPPORTED, "lazy quantifier '%.*s?'", (int)qlen,
+                                  src + t->i - qlen);
             atom = false;
             continue;
         }
-        if (c == '{' || c == '}' || c == ']') {
-            ch_re_lit(out, (unsigned char)c);
-            atom = true;
-        } else {
+        if (c == '|' || c == '^' || c == '$' || c == ')') {
             ch_addc(out, c);
-            atom = c != '|' && c != '^' && c != '$';
+            t->i++;
+            atom = c == ')';
+            continue;
         }
-        i++;
+        size_t len;
+        unsigned long cp = ch_utf8_decode(src + t->i, &len);
+        t->i += len;
+        ch_re_lit(t, cp);
+        atom = true;
     }
-    rx->groups = js;
-    rx->nposix = posix;
+    if (t->posix > CH_MAX_POSIX)
+        return ch_re_fail(t, EDDY_EUNSUPPORTED,
+                          "a pattern this long (over %d groups once translated)", CH_MAX_POSIX);
+    rx->groups = t->js;
+    rx->nposix = t->posix;
     return out->failed ? EDDY_ENOMEM : EDDY_OK;
 }
 
@@ -488,8 +573,8 @@ static int ch_regex_compile(ch_regex *rx, const char *src, int rule, ch_problems
     }
     eddy_free(pat.data);
     if (rc == EDDY_EUNSUPPORTED)
-        ch_problem(pr, rc, "rule %d: regular expression '%s': %s is not supported by eddy",
-                   rule, src, why);
+        ch_problem(pr, rc, "rule %d: regular expression '%s': %s is not supported by eddy", rule,
+                   src, why);
     else if (rc == EDDY_ENOMEM)
         ch_problem(pr, rc, "rule %d: out of memory compiling '%s'", rule, src);
     else if (rc != EDDY_OK)
@@ -536,8 +621,8 @@ static int ch_resolve(const char *expr, const json_t *msg, ch_buf *out, int dept
         return EDDY_EINVAL;
     for (size_t i = 0; expr[i];) {
         char c = expr[i];
-        if (c == '[' && (strncmp(expr + i + 1, "msg.", 4) == 0 ||
-                         strncmp(expr + i + 1, "msg[", 4) == 0)) {
+        if (c == '[' &&
+            (strncmp(expr + i + 1, "msg.", 4) == 0 || strncmp(expr + i + 1, "msg[", 4) == 0)) {
             size_t j = i + 1;
             int level = 1;
             for (; expr[j]; j++) {
@@ -643,8 +728,7 @@ static void ch_ref_free(ch_ref *ref)
 }
 
 /* The parsed path of a msg reference for this message: 'ref->path' or 'tmp'. */
-static int ch_ref_path(const ch_ref *ref, const json_t *msg, eddy_path *tmp,
-                       const eddy_path **out)
+static int ch_ref_path(const ch_ref *ref, const json_t *msg, eddy_path *tmp, const eddy_path **out)
 {
     if (!ref->nested) {
         *out = &ref->path;
@@ -697,25 +781,25 @@ enum ch_type {
 
 typedef struct ch_rule {
     enum ch_op op;
-    ch_ref prop;         /* the property the rule works on (p, pt) */
-    bool dc;             /* deep copy (eddy always copies) */
-    enum ch_type tot;    /* type of 'to' */
-    ch_ref to_ref;       /* tot msg/flow/global (and move's target) */
-    json_t *to_value;    /* str/num/bool/json: the value; bin/date/env: the raw 'to' */
-    enum ch_type fromt;  /* type of 'from' (change) */
-    char *from_text;     /* fromt str/num/bool/re/env: the text */
-    ch_ref from_ref;     /* fromt msg/flow/global */
+    ch_ref prop;        /* the property the rule works on (p, pt) */
+    bool dc;            /* deep copy (eddy always copies) */
+    enum ch_type tot;   /* type of 'to' */
+    ch_ref to_ref;      /* tot msg/flow/global (and move's target) */
+    json_t *to_value;   /* str/num/bool/json: the value; bin/date/env: the raw 'to' */
+    enum ch_type fromt; /* type of 'from' (change) */
+    char *from_text;    /* fromt str/num/bool/re/env: the text */
+    ch_ref from_ref;    /* fromt msg/flow/global */
     bool has_regex;
-    ch_regex regex;      /* fromt re */
+    ch_regex regex; /* fromt re */
 } ch_rule;
 
 static const struct {
     const char *name;
     enum ch_type type;
 } ch_types[] = {
-    {"str", CT_STR},   {"num", CT_NUM}, {"bool", CT_BOOL}, {"json", CT_JSON},
-    {"bin", CT_BIN},   {"date", CT_DATE}, {"env", CT_ENV}, {"re", CT_RE},
-    {"msg", CT_MSG},   {"flow", CT_FLOW}, {"global", CT_GLOBAL},
+    {"str", CT_STR}, {"num", CT_NUM},   {"bool", CT_BOOL},     {"json", CT_JSON},
+    {"bin", CT_BIN}, {"date", CT_DATE}, {"env", CT_ENV},       {"re", CT_RE},
+    {"msg", CT_MSG}, {"flow", CT_FLOW}, {"global", CT_GLOBAL},
 };
 
 static int ch_type_of(const char *name)
@@ -792,8 +876,10 @@ static void ch_parse_to(ch_rule *r, const json_t *obj, int n, ch_problems *pr)
     }
     if (!tot_name || !*tot_name) {
         if (r->op == CH_MOVE) {
-            ch_problem(pr, EDDY_EINVAL, "rule %d: move needs a target type (tot) of msg, flow "
-                                        "or global", n);
+            ch_problem(pr, EDDY_EINVAL,
+                       "rule %d: move needs a target type (tot) of msg, flow "
+                       "or global",
+                       n);
             eddy_free(text);
             return;
         }
@@ -823,8 +909,8 @@ static void ch_parse_to(ch_rule *r, const json_t *obj, int n, ch_problems *pr)
     eddy_err perr = {0};
     switch (r->tot) {
     case CT_STR:
-        r->to_value = json_is_string(to) || !to || json_is_null(to) ? json_string(text)
-                                                                     : json_deep_copy(to);
+        r->to_value =
+            json_is_string(to) || !to || json_is_null(to) ? json_string(text) : json_deep_copy(to);
         break;
     case CT_NUM:
         if (json_is_number(to))
@@ -842,8 +928,7 @@ static void ch_parse_to(ch_rule *r, const json_t *obj, int n, ch_problems *pr)
         if (json_is_string(to) || !to) {
             json_t *v = eddy_json_loadb(text, strlen(text), &perr);
             if (!v)
-                ch_problem(pr, EDDY_EINVAL, "rule %d: Invalid 'to' JSON property: %s", n,
-                           perr.msg);
+                ch_problem(pr, EDDY_EINVAL, "rule %d: Invalid 'to' JSON property: %s", n, perr.msg);
             else if (r->tot == CT_JSON)
                 r->to_value = v;
             else {
@@ -867,6 +952,8 @@ static void ch_parse_to(ch_rule *r, const json_t *obj, int n, ch_problems *pr)
     case CT_RE:
         break;
     }
+    if (!r->to_value && !ch_is_ref(r->tot) && pr->code == EDDY_OK)
+        ch_problem(pr, EDDY_ENOMEM, "rule %d: out of memory", n);
     eddy_free(text);
 }
 
@@ -1147,13 +1234,17 @@ static int ch_to_value(eddy_node *node, const ch_rule *r, json_t *msg, json_t **
     case CT_BOOL:
     case CT_JSON:
         *out = json_deep_copy(r->to_value);
-        return *out ? CH_NEXT : CH_DROP;
+        if (*out)
+            return CH_NEXT;
+        eddy_node_error(node, msg, "out of memory");
+        return CH_DROP;
     case CT_BIN:
     case CT_DATE:
     case CT_ENV:
-        if (eddy_node_eval_typed(node, msg, r->tot == CT_BIN    ? "bin"
-                                            : r->tot == CT_DATE ? "date"
-                                                                : "env",
+        if (eddy_node_eval_typed(node, msg,
+                                 r->tot == CT_BIN    ? "bin"
+                                 : r->tot == CT_DATE ? "date"
+                                                     : "env",
                                  r->to_value, out, &err) != EDDY_OK) {
             eddy_node_error(node, msg, "%s", err.msg);
             return CH_DROP;
@@ -1176,8 +1267,8 @@ static int ch_to_value(eddy_node *node, const ch_rule *r, json_t *msg, json_t **
 
 /* Appends replacement 'repl' for the match [so, eo) of 's', expanding $$, $&, $`, $' and
  * $n as String.prototype.replace does. 'pm' and 'rx' are NULL for a plain text search. */
-static void ch_expand(ch_buf *b, const char *repl, const char *s, size_t slen, size_t so,
-                      size_t eo, const regmatch_t *pm, const ch_regex *rx)
+static void ch_expand(ch_buf *b, const char *repl, const char *s, size_t slen, size_t so, size_t eo,
+                      const regmatch_t *pm, const ch_regex *rx)
 {
     int groups = rx ? rx->groups : 0;
     for (size_t i = 0; repl[i];) {
@@ -1229,9 +1320,8 @@ static void ch_expand(ch_buf *b, const char *repl, const char *s, size_t slen, s
 static void ch_replace_regex(ch_buf *b, const ch_regex *rx, const char *s, size_t len,
                              const char *repl)
 {
-    regmatch_t pm[CH_MAX_GROUPS + 2];
-    size_t nmatch = rx->nposix + 1 < sizeof(pm) / sizeof(pm[0]) ? rx->nposix + 1
-                                                                : sizeof(pm) / sizeof(pm[0]);
+    regmatch_t pm[CH_MAX_POSIX + 1];
+    size_t nmatch = rx->nposix + 1;
     size_t pos = 0, last = 0;
     while (pos <= len) {
         pm[0].rm_so = (regoff_t)pos;
@@ -1358,8 +1448,8 @@ static int ch_apply_change(eddy_node *node, const ch_rule *r, json_t *msg, json_
     }
     if (json_is_number(current) && from.type == CT_NUM) {
         double want;
-        bool ok = from.value ? (want = json_number_value(from.value), true)
-                             : ch_number(from.text, &want);
+        bool ok =
+            from.value ? (want = json_number_value(from.value), true) : ch_number(from.text, &want);
         if (ok && json_number_value(current) == want)
             return ch_put(node, &r->prop, msg, value, false);
     } else if (json_is_boolean(current) && from.type == CT_BOOL && from.text) {
@@ -1414,8 +1504,7 @@ struct change_state {
 
 static const eddy_prop change_props[] = {
     {"rules", EDDY_PROP_JSON, NULL, false, offsetof(struct change_state, rules),
-     "rules applied in order: {t: set|change|delete|move, p, pt, to, tot, from, fromt, dc}",
-     NULL},
+     "rules applied in order: {t: set|change|delete|move, p, pt, to, tot, from, fromt, dc}", NULL},
     {0},
 };
 

@@ -10,18 +10,18 @@
 #define STATUS_TEXT_MAX 32 /* Node-RED trims status text to this many characters */
 
 struct debug_state {
-    bool active;           /* the editor's toggle; inactive nodes show nothing */
-    bool tosidebar;        /* to the debug sidebar */
-    bool console;          /* to the log */
-    bool tostatus;         /* as the node's status */
-    const char *complete;  /* "payload", a property path, or "true" for the whole msg */
+    bool active;             /* the editor's toggle; inactive nodes show nothing */
+    bool tosidebar;          /* to the debug sidebar */
+    bool console;            /* to the log */
+    bool tostatus;           /* as the node's status */
+    const char *complete;    /* "payload", a property path, or "true" for the whole msg */
     const char *target_type; /* "msg" or "full" */
     const char *status_val;  /* property shown as status ("" = same as 'complete') */
     const char *status_type; /* "auto", "msg" or "counter" */
-    eddy_path path;        /* parsed 'complete' when it names a property */
-    eddy_path status_path; /* parsed 'status_val' */
-    bool whole;            /* show the whole message */
-    long count;            /* messages seen, for statusType "counter" */
+    eddy_path path;          /* parsed 'complete' when it names a property */
+    eddy_path status_path;   /* parsed 'status_val' */
+    bool whole;              /* show the whole message */
+    long count;              /* messages seen, for statusType "counter" */
 };
 
 static const eddy_prop debug_props[] = {
@@ -83,8 +83,8 @@ static void show_status(eddy_node *node, struct debug_state *s, json_t *msg, con
         if (full)
             snprintf(full, 24, "%ld", s->count);
     } else {
-        const json_t *v = strcmp(s->status_type, "msg") == 0 ? eddy_path_get(msg, &s->status_path)
-                                                              : value;
+        const json_t *v =
+            strcmp(s->status_type, "msg") == 0 ? eddy_path_get(msg, &s->status_path) : value;
         full = eddy_json_to_string(v, true);
     }
     if (!full)

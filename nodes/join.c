@@ -46,35 +46,35 @@ typedef struct join_group {
 
 struct join_state {
     /* props, filled by the engine */
-    const char *mode;          /* auto, custom (reduce is refused) */
-    const char *build;         /* custom: string, array, object, merged */
-    const char *property;      /* custom: the msg property to collect */
-    const char *propertyType;  /* msg, or full (the whole message) */
-    const char *key;           /* custom object: msg property holding the key */
-    const char *joiner;        /* custom string: separator (escapes as split) or byte array */
-    const char *joinerType;    /* str or bin */
-    bool accumulate;           /* custom: keep the group after sending */
-    double timeout;            /* custom: seconds after the first part; 0 = none */
-    const json_t *count;       /* custom: parts per group; "" = from msg.parts.count */
-    const json_t *useparts;    /* custom: keep msg.parts of the input messages */
-    long maxGroups;            /* most groups pending at once */
-    long maxParts;             /* most messages held, and most parts in one group */
+    const char *mode;         /* auto, custom (reduce is refused) */
+    const char *build;        /* custom: string, array, object, merged */
+    const char *property;     /* custom: the msg property to collect */
+    const char *propertyType; /* msg, or full (the whole message) */
+    const char *key;          /* custom object: msg property holding the key */
+    const char *joiner;       /* custom string: separator (escapes as split) or byte array */
+    const char *joinerType;   /* str or bin */
+    bool accumulate;          /* custom: keep the group after sending */
+    double timeout;           /* custom: seconds after the first part; 0 = none */
+    const json_t *count;      /* custom: parts per group; "" = from msg.parts.count */
+    const json_t *useparts;   /* custom: keep msg.parts of the input messages */
+    long maxGroups;           /* most groups pending at once */
+    long maxParts;            /* most messages held, and most parts in one group */
 
     /* set up from the props */
     enum join_mode m;
-    enum join_kind kind;  /* custom: from 'build' */
-    bool full;            /* propertyType is full */
-    bool count_blank;     /* 'count' is "": take the count and group id from msg.parts */
-    bool keep_parts;      /* 'useparts' */
-    double count_n;       /* 'count' as a number */
-    int64_t timer_ms;     /* custom timeout in ms; 0 = none */
-    char *joiner_text;    /* 'joiner' after escapes or byte decoding */
-    size_t joiner_len;    /* bytes in 'joiner_text' */
-    eddy_path prop;       /* parsed 'property' */
-    eddy_path keypath;    /* parsed 'key' */
-    join_group *groups;   /* pending groups, most recent first */
-    long n_groups;        /* groups in 'groups' */
-    long n_held;          /* messages held over all groups */
+    enum join_kind kind; /* custom: from 'build' */
+    bool full;           /* propertyType is full */
+    bool count_blank;    /* 'count' is "": take the count and group id from msg.parts */
+    bool keep_parts;     /* 'useparts' */
+    double count_n;      /* 'count' as a number */
+    int64_t timer_ms;    /* custom timeout in ms; 0 = none */
+    char *joiner_text;   /* 'joiner' after escapes or byte decoding */
+    size_t joiner_len;   /* bytes in 'joiner_text' */
+    eddy_path prop;      /* parsed 'property' */
+    eddy_path keypath;   /* parsed 'key' */
+    join_group *groups;  /* pending groups, most recent first */
+    long n_groups;       /* groups in 'groups' */
+    long n_held;         /* messages held over all groups */
 };
 
 /* ---- small helpers ---- */
@@ -172,8 +172,11 @@ static char *bytes_decode(const json_t *arr, size_t *out_len)
     for (size_t i = 0; i < n; i++)
         b[i] = (unsigned char)((long)js_number(json_array_get(arr, i)) & 0xFF);
     for (size_t i = 0; i < n;) {
-        size_t need = b[i] < 0x80 ? 1 : (b[i] & 0xE0) == 0xC0 ? 2 : (b[i] & 0xF0) == 0xE0 ? 3 :
-                                     (b[i] & 0xF8) == 0xF0 ? 4 : 0;
+        size_t need = b[i] < 0x80             ? 1
+                      : (b[i] & 0xE0) == 0xC0 ? 2
+                      : (b[i] & 0xF0) == 0xE0 ? 3
+                      : (b[i] & 0xF8) == 0xF0 ? 4
+                                              : 0;
         bool ok = need > 0 && i + need <= n;
         for (size_t j = 1; ok && j < need; j++)
             ok = (b[i + j] & 0xC0) == 0x80;
@@ -181,8 +184,10 @@ static char *bytes_decode(const json_t *arr, size_t *out_len)
             unsigned cp = b[i] & (0xFF >> (need + 1));
             for (size_t j = 1; j < need; j++)
                 cp = (cp << 6) | (b[i + j] & 0x3F);
-            ok = cp >= (need == 2 ? 0x80u : need == 3 ? 0x800u : 0x10000u) && cp <= 0x10FFFF &&
-                 (cp < 0xD800 || cp > 0xDFFF);
+            ok = cp >= (need == 2   ? 0x80u
+                        : need == 3 ? 0x800u
+                                    : 0x10000u) &&
+                 cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
         }
         if (ok) {
             memcpy(o + k, b + i, need);
@@ -533,10 +538,8 @@ static void group_send(eddy_node *node, struct join_state *st, join_group *g)
         json_decref(out);
         json_decref(result);
         eddy_node_error(node, g->msg, "out of memory joining a group");
-    } else if (eddy_path_assign_take(out, g->prop ? g->prop : "payload", result, &err) !=
-               EDDY_OK) {
-        eddy_node_error(node, out, "cannot set msg.%s: %s", g->prop ? g->prop : "payload",
-                        err.msg);
+    } else if (eddy_path_assign_take(out, g->prop ? g->prop : "payload", result, &err) != EDDY_OK) {
+        eddy_node_error(node, out, "cannot set msg.%s: %s", g->prop ? g->prop : "payload", err.msg);
         json_decref(out);
     } else {
         json_t *parts = json_object_get(out, "parts");
@@ -571,8 +574,8 @@ static void group_arm(eddy_node *node, struct join_state *st, join_group *g)
 {
     if (g->timer)
         eddy_node_timer_stop(node, g->timer);
-    g->timer = st->timer_ms > 0 ? eddy_node_timer_start(node, st->timer_ms, group_timeout, g, NULL)
-                                : NULL;
+    g->timer =
+        st->timer_ms > 0 ? eddy_node_timer_start(node, st->timer_ms, group_timeout, g, NULL) : NULL;
 }
 
 static join_group *group_new(eddy_node *node, struct join_state *st, const char *id,
@@ -822,9 +825,8 @@ static void join_input(eddy_node *node, void *state, json_t *msg)
         eddy_node_error(node, msg, "cannot join Buffer parts: Buffers are not supported");
         goto done;
     }
-    if (pi.kind == KIND_OBJECT &&
-        (!pi.key || json_is_null(pi.key) ||
-         (json_is_string(pi.key) && json_string_length(pi.key) == 0))) {
+    if (pi.kind == KIND_OBJECT && (!pi.key || json_is_null(pi.key) ||
+                                   (json_is_string(pi.key) && json_string_length(pi.key) == 0))) {
         if (st->m == JOIN_AUTO) {
             eddy_node_warn(node, "Message missing 'msg.parts.key' property - cannot add to object");
         } else if (json_object_get(msg, "complete")) {
@@ -864,9 +866,8 @@ static void join_input(eddy_node *node, void *state, json_t *msg)
             goto done;
         }
         if (pi.kind == KIND_STRING)
-            g->join_char = st->m == JOIN_AUTO
-                               ? json_incref(pi.ch)
-                               : json_stringn(st->joiner_text, st->joiner_len);
+            g->join_char = st->m == JOIN_AUTO ? json_incref(pi.ch)
+                                              : json_stringn(st->joiner_text, st->joiner_len);
         g->target = pi.target;
         if (pi.array_type)
             g->array_len = pi.array_len;

@@ -78,8 +78,7 @@ static void json_input(eddy_node *node, void *state, json_t *msg)
             eddy_node_send(node, 0, msg);
             return;
         }
-        json_t *parsed =
-            eddy_json_loadb(json_string_value(value), json_string_length(value), &err);
+        json_t *parsed = eddy_json_loadb(json_string_value(value), json_string_length(value), &err);
         if (!parsed) {
             if (err.line > 0)
                 eddy_node_error(node, msg, "%s (line %d, column %d)", err.msg, err.line,

@@ -9,10 +9,10 @@
 #include "node.h"
 
 struct link_call_state {
-    const json_t *links;  /* [id of the link in node] for linkType "static" */
+    const json_t *links;   /* [id of the link in node] for linkType "static" */
     const char *link_type; /* "static" or "dynamic" (msg.target names the link in) */
-    double timeout;       /* seconds; 0 = no timeout */
-    json_t *pending;      /* event id -> the call's message copy (for the timeout error) */
+    double timeout;        /* seconds; 0 = no timeout */
+    json_t *pending;       /* event id -> the call's message copy (for the timeout error) */
     long next_event;
 };
 
@@ -20,8 +20,7 @@ static const eddy_prop link_call_props[] = {
     {"links", EDDY_PROP_JSON, "[]", false, offsetof(struct link_call_state, links),
      "the link in node to call (static)", NULL},
     {"linkType", EDDY_PROP_STR, "\"static\"", false, offsetof(struct link_call_state, link_type),
-     "static, or dynamic (msg.target names the link in node by id or name)",
-     "|static|dynamic|"},
+     "static, or dynamic (msg.target names the link in node by id or name)", "|static|dynamic|"},
     {"timeout", EDDY_PROP_NUM, "30", false, offsetof(struct link_call_state, timeout),
      "seconds to wait for the return", NULL},
     {0}};

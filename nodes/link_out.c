@@ -47,8 +47,8 @@ static void link_return(eddy_node *node, json_t *msg)
 {
     json_t *stack = json_object_get(msg, "_linkSource");
     json_t *top = json_array_get(stack, json_array_size(stack) - 1);
-    eddy_node *caller = top ? eddy_node_find(node, json_string_value(json_object_get(top, "id")))
-                            : NULL;
+    eddy_node *caller =
+        top ? eddy_node_find(node, json_string_value(json_object_get(top, "id"))) : NULL;
     if (!caller) {
         eddy_node_error(node, msg, "no link call node to return the message to");
         json_decref(msg);

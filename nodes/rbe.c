@@ -3,6 +3,7 @@
  * (deadband) or by less than one (narrowband), keeping the last value per topic. The
  * message itself is passed on untouched; paths and JSON helpers come from msg.h. */
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,9 +148,26 @@ static const char *rbe_path_text(const char *prop, const char *def)
     return strncmp(prop, "msg.", 4) == 0 ? prop + 4 : prop;
 }
 
-/* Parses everything into 'st' (validate and setup share it; it allocates nothing). */
+/* Adds one problem to 'text' (EDDY_ERR_MSG_MAX bytes), "; "-separated. */
+static void rbe_problem(char *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rbe_problem(char *text, const char *fmt, ...)
+{
+    size_t len = strlen(text);
+    if (len && len + 2 < EDDY_ERR_MSG_MAX) {
+        memcpy(text + len, "; ", 3);
+        len += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text + len, EDDY_ERR_MSG_MAX - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Parses everything into 'st' (validate and setup share it; it allocates nothing) and
+ * reports every bad value at once. */
 static int rbe_parse(struct rbe_state *st, eddy_err *err)
 {
+    char text[EDDY_ERR_MSG_MAX] = "";
     eddy_err perr;
     const char *func = *st->func ? st->func : "rbe";
     size_t nfuncs = sizeof(rbe_func_names) / sizeof(rbe_func_names[0]);
@@ -158,15 +176,16 @@ static int rbe_parse(struct rbe_state *st, eddy_err *err)
         if (strcmp(func, rbe_func_names[i]) == 0)
             break;
     if (i == nfuncs)
-        return eddy_err_set(err, EDDY_EINVAL,
-                            "func '%s' is not one of rbe, rbei, deadband, deadbandEq, "
-                            "narrowband, narrowbandEq",
-                            func);
-    st->mode = (enum rbe_func)i;
+        rbe_problem(text,
+                    "func '%s' is not one of rbe, rbei, deadband, deadbandEq, narrowband, "
+                    "narrowbandEq",
+                    func);
+    st->mode = i == nfuncs ? RBE_RBE : (enum rbe_func)i;
+    bool narrow = st->mode == RBE_NARROWBAND || st->mode == RBE_NARROWBAND_EQ;
 
     const char *inout = *st->inout ? st->inout : "out";
     if (strcmp(inout, "in") && strcmp(inout, "out"))
-        return eddy_err_set(err, EDDY_EINVAL, "inout '%s' is neither 'in' nor 'out'", inout);
+        rbe_problem(text, "inout '%s' is neither 'in' nor 'out'", inout);
     st->compare_in = strcmp(inout, "in") == 0;
 
     /* gap: Node-RED takes a falsy gap as "0" and one ending in '%' as a percentage */
@@ -183,12 +202,11 @@ static int rbe_parse(struct rbe_state *st, eddy_err *err)
             st->gap_value = js_string_to_number(g);
         }
         if (isnan(st->gap_value))
-            return eddy_err_set(err, EDDY_EINVAL,
-                                "gap '%s' is neither a number nor a percentage (\"10%%\")", g);
+            rbe_problem(text, "gap '%s' is neither a number nor a percentage (\"10%%\")", g);
     } else if (json_is_number(gap)) {
         st->gap_value = json_number_value(gap);
     } else if (gap && !json_is_string(gap) && !json_is_null(gap) && !json_is_false(gap)) {
-        return eddy_err_set(err, EDDY_EINVAL, "gap must be a number or a percentage (\"10%%\")");
+        rbe_problem(text, "gap must be a number or a percentage (\"10%%\")");
     }
 
     /* start: falsy (absent, "", 0) means "use the first value" */
@@ -197,21 +215,22 @@ static int rbe_parse(struct rbe_state *st, eddy_err *err)
     if (json_is_string(start) && json_string_length(start) > 0) {
         st->start_value = js_string_to_number(json_string_value(start));
         st->has_start = true;
-        if (isnan(st->start_value) && (st->mode == RBE_NARROWBAND || st->mode == RBE_NARROWBAND_EQ))
-            return eddy_err_set(err, EDDY_EINVAL, "start '%s' is not a number",
-                                json_string_value(start));
+        if (isnan(st->start_value) && narrow)
+            rbe_problem(text, "start '%s' is not a number", json_string_value(start));
     } else if (json_is_number(start) && json_number_value(start) != 0) {
         st->start_value = json_number_value(start);
         st->has_start = true;
     } else if (start && !json_is_string(start) && !json_is_number(start) && !json_is_null(start) &&
                !json_is_false(start)) {
-        return eddy_err_set(err, EDDY_EINVAL, "start must be a number");
+        rbe_problem(text, "start must be a number");
     }
 
     if (eddy_path_parse(rbe_path_text(st->property, "payload"), &st->prop_path, &perr))
-        return eddy_err_set(err, EDDY_EINVAL, "property '%s': %s", st->property, perr.msg);
+        rbe_problem(text, "property '%s': %s", st->property, perr.msg);
     if (eddy_path_parse(rbe_path_text(st->topi, "topic"), &st->topic_path, &perr))
-        return eddy_err_set(err, EDDY_EINVAL, "topi '%s': %s", st->topi, perr.msg);
+        rbe_problem(text, "topi '%s': %s", st->topi, perr.msg);
+    if (*text)
+        return eddy_err_set(err, EDDY_EINVAL, "%s", text);
     return EDDY_OK;
 }
 

@@ -42,8 +42,7 @@ int eddy_registry_add(eddy_registry *reg, const eddy_node_type *type, eddy_err *
     if (!type->name || !*type->name)
         return eddy_err_set(err, EDDY_EINVAL, "a node type has no name");
     if (eddy_registry_find(reg, type->name))
-        return eddy_err_set(err, EDDY_EDUPLICATE, "node type '%s' is registered twice",
-                            type->name);
+        return eddy_err_set(err, EDDY_EDUPLICATE, "node type '%s' is registered twice", type->name);
     if (type->inputs > 0 && !type->input && !(type->flags & EDDY_NODE_NO_RUN))
         return eddy_err_set(err, EDDY_EINVAL, "node type '%s' has an input but no input handler",
                             type->name);

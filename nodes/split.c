@@ -30,19 +30,19 @@ struct split_state {
     const char *property; /* the msg property to split */
 
     /* set up from the props */
-    char *sep;          /* str/bin: the separator (UTF-8, may hold NUL bytes) */
-    size_t sep_len;     /* bytes in 'sep' */
-    json_t *sep_bytes;  /* bin: the byte array, reported as msg.parts.ch */
-    long len;           /* len: characters per piece */
-    long array_len;     /* elements per array chunk, >= 1 */
-    bool has_addname;   /* 'addname' is set */
-    bool is_payload;    /* 'property' is "payload" (msg.parts.property is left out) */
-    eddy_path prop;     /* parsed 'property' */
-    eddy_path addpath;  /* parsed 'addname' */
-    char *remainder;    /* stream mode: text not yet sent; NULL = none */
-    size_t rem_len;     /* bytes in 'remainder' */
-    long c;             /* next msg.parts.index in stream mode */
-    json_t *held;       /* messages whose done waits for their text to go out (array) */
+    char *sep;         /* str/bin: the separator (UTF-8, may hold NUL bytes) */
+    size_t sep_len;    /* bytes in 'sep' */
+    json_t *sep_bytes; /* bin: the byte array, reported as msg.parts.ch */
+    long len;          /* len: characters per piece */
+    long array_len;    /* elements per array chunk, >= 1 */
+    bool has_addname;  /* 'addname' is set */
+    bool is_payload;   /* 'property' is "payload" (msg.parts.property is left out) */
+    eddy_path prop;    /* parsed 'property' */
+    eddy_path addpath; /* parsed 'addname' */
+    char *remainder;   /* stream mode: text not yet sent; NULL = none */
+    size_t rem_len;    /* bytes in 'remainder' */
+    long c;            /* next msg.parts.index in stream mode */
+    json_t *held;      /* messages whose done waits for their text to go out (array) */
 };
 
 /* ---- configuration ---- */
@@ -98,11 +98,12 @@ static bool js_parse_int(const json_t *v, long *out)
  * at most. Returns the length written. */
 static size_t unescape(const char *s, size_t n, char *out)
 {
+    static const char from[] = "nrtef0", to[] = "\n\r\te\f";
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\' && i + 1 < n && strchr("nrtef0", s[i + 1]) && s[i + 1]) {
-            static const char from[] = "nrtef0", to[] = "\n\r\te\f";
-            size_t k = (size_t)(strchr(from, s[i + 1]) - from);
+        const char *f = i + 1 < n && s[i] == '\\' && s[i + 1] ? strchr(from, s[i + 1]) : NULL;
+        if (f) {
+            size_t k = (size_t)(f - from);
             out[o++] = k < 5 ? to[k] : '\0';
             i++;
         } else {
@@ -121,8 +122,11 @@ static char *utf8_decode(const unsigned char *b, size_t n, size_t *out_len)
     if (!o)
         return NULL;
     for (size_t i = 0; i < n;) {
-        size_t need = b[i] < 0x80 ? 1 : (b[i] & 0xE0) == 0xC0 ? 2 : (b[i] & 0xF0) == 0xE0 ? 3 :
-                                     (b[i] & 0xF8) == 0xF0 ? 4 : 0;
+        size_t need = b[i] < 0x80             ? 1
+                      : (b[i] & 0xE0) == 0xC0 ? 2
+                      : (b[i] & 0xF0) == 0xE0 ? 3
+                      : (b[i] & 0xF8) == 0xF0 ? 4
+                                              : 0;
         bool ok = need > 0 && i + need <= n;
         for (size_t j = 1; ok && j < need; j++)
             ok = (b[i + j] & 0xC0) == 0x80;
@@ -130,8 +134,10 @@ static char *utf8_decode(const unsigned char *b, size_t n, size_t *out_len)
             unsigned cp = b[i] & (0xFF >> (need + 1));
             for (size_t j = 1; j < need; j++)
                 cp = (cp << 6) | (b[i + j] & 0x3F);
-            ok = cp >= (need == 2 ? 0x80u : need == 3 ? 0x800u : 0x10000u) && cp <= 0x10FFFF &&
-                 (cp < 0xD800 || cp > 0xDFFF);
+            ok = cp >= (need == 2   ? 0x80u
+                        : need == 3 ? 0x800u
+                                    : 0x10000u) &&
+                 cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
         }
         if (ok) {
             memcpy(o + k, b + i, need);
@@ -168,8 +174,7 @@ static int parse_byte_array(const json_t *v, const char *what, json_t **out, edd
     {
         if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > 255) {
             json_decref(arr);
-            return eddy_err_set(err, EDDY_EINVAL, "%s: element %zu is not a byte (0-255)", what,
-                                i);
+            return eddy_err_set(err, EDDY_EINVAL, "%s: element %zu is not a byte (0-255)", what, i);
         }
     }
     *out = arr;
@@ -456,8 +461,9 @@ static void split_string_sep(eddy_node *node, struct split_state *st, json_t *ms
                              const char *data, size_t n)
 {
     size_t count = 0;
-    json_object_set_new(parts, "ch", st->sep_bytes ? json_deep_copy(st->sep_bytes)
-                                                   : json_stringn(st->sep, st->sep_len));
+    json_object_set_new(parts, "ch",
+                        st->sep_bytes ? json_deep_copy(st->sep_bytes)
+                                      : json_stringn(st->sep, st->sep_len));
     /* Count the pieces first: without stream mode each carries the total. */
     if (st->sep_len == 0) {
         count = n ? (size_t)utf8_chars(data, n) : 1;
@@ -526,8 +532,8 @@ static void split_array(eddy_node *node, struct split_state *st, json_t *msg, js
 
 typedef struct key_entry {
     const char *key;
-    size_t order;    /* position in the object */
-    bool is_index;   /* an array-index-like key ("0", "17"): JavaScript lists these first */
+    size_t order;  /* position in the object */
+    bool is_index; /* an array-index-like key ("0", "17"): JavaScript lists these first */
     unsigned long index;
 } key_entry;
 
@@ -580,8 +586,7 @@ static void split_object(eddy_node *node, struct split_state *st, json_t *msg, j
         if (st->has_addname) {
             eddy_err err;
             eddy_err_clear(&err);
-            if (eddy_path_set_take(msg, &st->addpath, json_string(keys[i].key), &err) !=
-                EDDY_OK) {
+            if (eddy_path_set_take(msg, &st->addpath, json_string(keys[i].key), &err) != EDDY_OK) {
                 json_decref(piece);
                 eddy_node_error(node, msg, "cannot set msg.%s: %s", st->addname, err.msg);
                 break;
@@ -669,11 +674,11 @@ static const eddy_prop split_props[] = {
      NULL},
     {"spltType", EDDY_PROP_STR, "\"str\"", false, offsetof(struct split_state, splt_type),
      "how strings are split: str (separator), bin (byte separator) or len (fixed length)",
-     "|str|bin|len|"},
+     "||str|bin|len|"},
     {"arraySplt", EDDY_PROP_JSON, "1", false, offsetof(struct split_state, arraySplt),
      "arrays: elements per message", NULL},
-    {"arraySpltType", EDDY_PROP_STR, "\"len\"", false,
-     offsetof(struct split_state, arraySpltType), "arrays: always len", NULL},
+    {"arraySpltType", EDDY_PROP_STR, "\"len\"", false, offsetof(struct split_state, arraySpltType),
+     "arrays: always len", NULL},
     {"stream", EDDY_PROP_BOOL, "false", false, offsetof(struct split_state, stream),
      "strings: treat messages as one stream, keeping the unfinished tail for the next", NULL},
     {"addname", EDDY_PROP_STR, "\"\"", false, offsetof(struct split_state, addname),

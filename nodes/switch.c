@@ -472,62 +472,26 @@ static unsigned utf8_next(const char **p)
  * '*p' just past it; -1 for escapes that are not one character. */
 static long escape_char(const char **p, bool in_class)
 {
+    static const char simple[] = "ntrfv", value[] = "\n\t\r\f\v";
     const char *s = *p; /* at the character after the backslash */
-    long v;
-    switch (*s) {
-    case 'n':
+    const char *at = *s ? strchr(simple, *s) : NULL;
+    long v = -1;
+    if (at) {
         *p = s + 1;
-        return '\n';
-    case 't':
-        *p = s + 1;
-        return '\t';
-    case 'r':
-        *p = s + 1;
-        return '\r';
-    case 'f':
-        *p = s + 1;
-        return '\f';
-    case 'v':
-        *p = s + 1;
-        return '\v';
-    case 'b':
-        if (!in_class)
-            return -1;
+        return value[at - simple];
+    }
+    if (*s == 'b' && in_class) { /* a backspace inside brackets, a word boundary outside */
         *p = s + 1;
         return '\b';
-    case 'x':
-        if ((v = hex_digits(s + 1, 2)) >= 0) {
-            *p = s + 3;
+    }
+    if (*s == 'x' || *s == 'u') { /* \xHH, \uHHHH; otherwise the letter itself */
+        int digits = *s == 'x' ? 2 : 4;
+        if ((v = hex_digits(s + 1, digits)) >= 0) {
+            *p = s + 1 + digits;
             return v;
         }
-        break;
-    case 'u':
-        if ((v = hex_digits(s + 1, 4)) >= 0) {
-            *p = s + 5;
-            return v;
-        }
-        break;
-    case 'd':
-    case 'D':
-    case 'w':
-    case 'W':
-    case 's':
-    case 'S':
-    case 'B':
-    case 'c':
-    case '0':
-    case '1':
-    case '2':
-    case '3':
-    case '4':
-    case '5':
-    case '6':
-    case '7':
-    case '8':
-    case '9':
-        return -1;
-    case '\0':
-        return -1;
+    } else if (!*s || strchr("dDwWsSbBc0123456789", *s)) {
+        return -1; /* classes, boundaries, back-references: not one character */
     }
     /* an identity escape: \. \/ \\ \q ... stands for the character itself */
     const char *q = s;

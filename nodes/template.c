@@ -268,8 +268,8 @@ static int mt_parse_tokens(mt_parser *p)
     mt_strip_space(p);
     if (depth > 0) {
         const mt_raw *open = &p->raw[stack[depth - 1]];
-        return eddy_err_set(p->err, EDDY_EPARSE, "Unclosed section \"%.*s\" at %zu",
-                            (int)open->len, p->src + open->start, mt_js_pos(p->src, p->len));
+        return eddy_err_set(p->err, EDDY_EPARSE, "Unclosed section \"%.*s\" at %zu", (int)open->len,
+                            p->src + open->start, mt_js_pos(p->src, p->len));
     }
     return EDDY_OK;
 }
@@ -372,7 +372,8 @@ static void mt_add(mt_buf *b, const char *s, size_t n)
         b->data = grown;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, s, n);
+    if (n)
+        memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
 }
@@ -613,8 +614,8 @@ static const json_t *mt_lookup(mt_render *r, const mt_frame *f, const char *name
     }
     if (*p == '[') {
         const char *q = p + 1;
-        while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
-               (*q >= '0' && *q <= '9') || *q == '_')
+        while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+               *q == '_')
             q++;
         if (q == p + 1 || *q != ']')
             return NULL;
@@ -625,8 +626,8 @@ static const json_t *mt_lookup(mt_render *r, const mt_frame *f, const char *name
     return eddy_node_context_get(r->node, scope, p + 1);
 }
 
-static void mt_render_range(mt_render *r, const mt_template *t, int from, int to,
-                            const mt_frame *f, bool top)
+static void mt_render_range(mt_render *r, const mt_template *t, int from, int to, const mt_frame *f,
+                            bool top)
 {
     if (++r->depth > 200) { /* sections over self-similar data cannot recurse without bound */
         r->out.failed = true;
@@ -690,8 +691,7 @@ static void mt_render_range(mt_render *r, const mt_template *t, int from, int to
 }
 
 /* Renders 't' against 'msg'. Ownership: new string (eddy_free), NULL on out-of-memory. */
-static char *mt_render_msg(eddy_node *node, const mt_template *t, const json_t *msg,
-                           bool is_json)
+static char *mt_render_msg(eddy_node *node, const mt_template *t, const json_t *msg, bool is_json)
 {
     mt_render r = {.node = node, .is_json = is_json, .keep = json_array()};
     mt_frame top = {msg, NULL};
@@ -848,12 +848,17 @@ static int template_setup(eddy_node *node, void *state, eddy_err *err)
     return EDDY_OK;
 }
 
-/* The rendered text (or plain template) as the value to store. Ownership: new. */
+/* The rendered text (or plain template) as the value to store, or NULL after reporting
+ * why. Ownership: new. */
 static json_t *template_value(eddy_node *node, struct template_state *st, const json_t *msg,
                               const char *text, size_t len)
 {
-    if (!st->json_out)
-        return json_stringn(text, len);
+    if (!st->json_out) {
+        json_t *s = json_stringn(text, len);
+        if (!s)
+            eddy_node_error(node, msg, "the result is not valid UTF-8 text (or out of memory)");
+        return s;
+    }
     eddy_err err = {0};
     json_t *v = eddy_json_loadb(text, len, &err);
     if (!v) {
@@ -883,9 +888,11 @@ static void template_input(eddy_node *node, void *state, json_t *msg)
         } else if (st->json_out) {
             char *s = eddy_json_to_string(msg_tpl, false);
             value = s ? template_value(node, st, msg, s, strlen(s)) : NULL;
+            if (!s)
+                eddy_node_error(node, msg, "out of memory");
             eddy_free(s);
-        } else {
-            value = json_deep_copy(msg_tpl);
+        } else if (!(value = json_deep_copy(msg_tpl))) {
+            eddy_node_error(node, msg, "out of memory");
         }
     } else {
         mt_template local;
@@ -897,8 +904,8 @@ static void template_input(eddy_node *node, void *state, json_t *msg)
                 json_decref(msg);
                 return;
             }
-            if (mt_parse(json_string_value(msg_tpl), json_string_length(msg_tpl), &local,
-                         &err) != EDDY_OK) {
+            if (mt_parse(json_string_value(msg_tpl), json_string_length(msg_tpl), &local, &err) !=
+                EDDY_OK) {
                 eddy_node_error(node, msg, "%s", err.msg);
                 json_decref(msg);
                 return;
@@ -919,7 +926,7 @@ static void template_input(eddy_node *node, void *state, json_t *msg)
         value = template_value(node, st, msg, text, strlen(text));
         eddy_free(text);
     }
-    if (!value) { /* the error (invalid JSON) has been reported */
+    if (!value) { /* the error has been reported */
         json_decref(msg);
         return;
     }

@@ -21,10 +21,10 @@
 #include "node_int.h"
 
 #define DEFAULT_QUEUE_LIMIT 65536
-#define DEFAULT_BATCH 1024
-#define MAX_CATCH_COUNT 10       /* Node-RED's guard against catch -> error loops */
-#define STOP_DRAIN_FACTOR 4      /* stop drains at most this many times the queue bound */
-#define CLOSE_WAIT_MS 5000       /* how long stop waits for asynchronous closes */
+#define DEFAULT_BATCH       1024
+#define MAX_CATCH_COUNT     10   /* Node-RED's guard against catch -> error loops */
+#define STOP_DRAIN_FACTOR   4    /* stop drains at most this many times the queue bound */
+#define CLOSE_WAIT_MS       5000 /* how long stop waits for asynchronous closes */
 
 /* ---- data ---- */
 
@@ -55,18 +55,20 @@ struct eddy_node {
     eddy_engine *engine;
     const eddy_node_type *type;
     const eddy_flow_node *fn;
+    const json_t *config; /* fn->config, or own_config when env was substituted */
+    json_t *own_config;   /* a copy with "${VAR}" values replaced; NULL if none */
     engine_scope *scope;
-    void *state;               /* type->state_size bytes; props first */
-    json_t *defaults;          /* parsed prop defaults the state borrows from */
+    void *state;      /* type->state_size bytes; props first */
+    json_t *defaults; /* parsed prop defaults the state borrows from */
     int output_count;
-    node_list *outputs;        /* output_count lists of targets */
-    node_list completers;      /* complete nodes watching this node */
-    json_t *context;           /* node context, created on first use */
-    json_t *builtins;          /* NR_* env values, created on first use */
+    node_list *outputs;   /* output_count lists of targets */
+    node_list completers; /* complete nodes watching this node */
+    json_t *context;      /* node context, created on first use */
+    json_t *builtins;     /* NR_* env values, created on first use */
     node_timer *timers;
     void (*resume)(eddy_node *node, void *state);
     bool set_up, closing, close_pending;
-    int position;              /* index in engine->nodes */
+    int position; /* index in engine->nodes */
 };
 
 typedef struct delivery {
@@ -264,6 +266,11 @@ void eddy_node_send(eddy_node *node, int output, json_t *msg)
         return;
     }
     node_list *targets = &node->outputs[output];
+    if (!json_object_get(msg, "_msgid")) { /* as Node-RED's send does */
+        char id[17];
+        eddy_msg_new_id(id);
+        json_object_set_new(msg, "_msgid", json_string(id));
+    }
     /* The first target gets the message itself, the others copies (as Node-RED). */
     for (int i = 1; i < targets->count; i++)
         enqueue(node->engine, targets->items[i], eddy_msg_clone(msg));
@@ -330,7 +337,7 @@ const char *eddy_node_type_name(const eddy_node *node)
 
 const char *eddy_node_name(const eddy_node *node)
 {
-    return node__str(node->fn->config, "name");
+    return node__str(node->config, "name");
 }
 
 const char *eddy_node_tab(const eddy_node *node)
@@ -340,7 +347,65 @@ const char *eddy_node_tab(const eddy_node *node)
 
 const json_t *eddy_node_config(const eddy_node *node)
 {
-    return node->fn->config;
+    return node->config;
+}
+
+/* ---- "${VAR}" properties ---- */
+
+/* Node-RED replaces a property whose whole value is "${NAME}" by that env variable before
+ * the node starts. True if 'v' holds such a string anywhere. */
+static bool is_env_ref(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    size_t len = s ? strlen(s) : 0;
+    return len > 3 && s[0] == '$' && s[1] == '{' && s[len - 1] == '}' &&
+           !memchr(s + 2, '}', len - 3);
+}
+
+static bool has_env_ref(const json_t *v, int depth)
+{
+    if (is_env_ref(v))
+        return true;
+    if (depth > 8)
+        return false;
+    const char *key;
+    json_t *item;
+    size_t i;
+    if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, key, item) if (strcmp(key, "wires") != 0 &&
+                                                        has_env_ref(item, depth + 1)) return true;
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, item) if (has_env_ref(item, depth + 1)) return true;
+    }
+    return false;
+}
+
+static json_t *substitute_env(eddy_node *n, json_t *v, int depth)
+{
+    if (is_env_ref(v)) {
+        const char *s = json_string_value(v);
+        char name[256];
+        snprintf(name, sizeof(name), "%.*s", (int)(strlen(s) - 3), s + 2);
+        json_t *value = eddy_node_env(n, name);
+        char *text = value ? eddy_json_to_string(value, true) : eddy_strdup("");
+        json_t *out = json_string(text ? text : "");
+        eddy_free(text);
+        return out;
+    }
+    if (depth <= 8 && (json_is_object(v) || json_is_array(v))) {
+        const char *key;
+        json_t *item;
+        size_t i;
+        if (json_is_object(v)) {
+            json_object_foreach(v, key,
+                                item) if (strcmp(key, "wires") != 0 && has_env_ref(item, depth + 1))
+                json_object_set_new(v, key, substitute_env(n, item, depth + 1));
+        } else {
+            json_array_foreach(v, i, item) if (has_env_ref(item, depth + 1))
+                json_array_set_new(v, i, substitute_env(n, item, depth + 1));
+        }
+    }
+    return json_incref(v);
 }
 
 void *eddy_node_state(eddy_node *node)
@@ -368,26 +433,27 @@ eddy_node *eddy_node_find(eddy_node *from, const char *id)
 
 static bool in_scope(const eddy_node *watcher, const eddy_node *subject)
 {
-    const json_t *scope = json_object_get(watcher->fn->config, "scope");
+    const json_t *scope = json_object_get(watcher->config, "scope");
     if (!scope || json_is_null(scope))
         return true;
     if (json_is_string(scope)) {
         if (strcmp(json_string_value(scope), "group") == 0) {
-            const char *g = node__str(watcher->fn->config, "g");
-            return *g && strcmp(g, node__str(subject->fn->config, "g")) == 0;
+            const char *g = node__str(watcher->config, "g");
+            return *g && strcmp(g, node__str(subject->config, "g")) == 0;
         }
         return false;
     }
     size_t i;
     json_t *id;
-    json_array_foreach(scope, i, id) if (json_is_string(id) &&
-                                         strcmp(json_string_value(id), subject->fn->id) == 0) return true;
+    json_array_foreach(scope, i,
+                       id) if (json_is_string(id) &&
+                               strcmp(json_string_value(id), subject->fn->id) == 0) return true;
     return false;
 }
 
 static bool scoped(const eddy_node *watcher)
 {
-    const json_t *scope = json_object_get(watcher->fn->config, "scope");
+    const json_t *scope = json_object_get(watcher->config, "scope");
     return scope && !json_is_null(scope);
 }
 
@@ -450,9 +516,9 @@ static json_t *error_msg(eddy_node *origin, const json_t *msg, const char *text)
     json_t *src = json_object_get(prev, "source");
     if (src && strcmp(node__str(src, "id"), origin->fn->id) == 0)
         count = json_integer_value(json_object_get(src, "count")) + 1;
-    json_t *err = json_pack("{s:s,s:{s:s,s:s,s:s,s:I}}", "message", text, "source", "id",
-                            origin->fn->id, "type", origin->type->name, "name",
-                            eddy_node_name(origin), "count", count);
+    json_t *err =
+        json_pack("{s:s,s:{s:s,s:s,s:s,s:I}}", "message", text, "source", "id", origin->fn->id,
+                  "type", origin->type->name, "name", eddy_node_name(origin), "count", count);
     json_object_set_new(copy, "error", err);
     return copy;
 }
@@ -465,7 +531,7 @@ static bool catch_in_scope(engine_scope *scope, eddy_node *reporter, const json_
     for (int pass = 0; pass < 3; pass++) {
         for (int i = 0; i < scope->catchers.count; i++) {
             eddy_node *c = scope->catchers.items[i];
-            bool uncaught_only = json_is_true(json_object_get(c->fn->config, "uncaught"));
+            bool uncaught_only = json_is_true(json_object_get(c->config, "uncaught"));
             int my_pass = uncaught_only ? 2 : scoped(c) ? 0 : 1;
             if (my_pass != pass || c->closing || (pass == 2 && handled))
                 continue;
@@ -727,9 +793,10 @@ static json_t *env_lookup_scope(eddy_engine *e, engine_scope *s, const char *nam
             if (strcmp(node__str(entry, "name"), name) != 0)
                 continue;
             json_t *v = env_entry_value(e, s, entry, depth);
-            if (!v)
+            json_t *cache = ensure_object(&s->env_cache);
+            /* set_new frees 'v' when it fails: return only what the cache holds */
+            if (!v || !cache || json_object_set_new(cache, name, v) != 0)
                 return NULL;
-            json_object_set_new(ensure_object(&s->env_cache), name, v);
             return v;
         }
     }
@@ -746,7 +813,7 @@ static json_t *builtin_env(eddy_node *node, const char *name)
     else if (strcmp(name, "NR_NODE_PATH") == 0)
         value = node->fn->id;
     else if (strcmp(name, "NR_GROUP_ID") == 0)
-        value = node__str(node->fn->config, "g");
+        value = node__str(node->config, "g");
     else if (strcmp(name, "NR_FLOW_ID") == 0)
         value = node->scope->fs->id;
     else if (strcmp(name, "NR_FLOW_NAME") == 0)
@@ -754,7 +821,9 @@ static json_t *builtin_env(eddy_node *node, const char *name)
     if (!value)
         return NULL;
     json_t *v = json_string(value);
-    json_object_set_new(ensure_object(&node->builtins), name, v);
+    json_t *cache = ensure_object(&node->builtins);
+    if (!v || !cache || json_object_set_new(cache, name, v) != 0)
+        return NULL;
     return v;
 }
 
@@ -774,7 +843,8 @@ json_t *eddy_node_env(eddy_node *node, const char *name)
     if (!pv)
         return NULL;
     v = json_string(pv);
-    json_object_set_new(e->process_env, name, v);
+    if (!v || json_object_set_new(e->process_env, name, v) != 0)
+        return NULL;
     return v;
 }
 
@@ -824,6 +894,7 @@ static eddy_node *node_new(eddy_engine *e, const eddy_flow_node *fn)
     n->engine = e;
     n->type = fn->ntype;
     n->fn = fn;
+    n->config = fn->config;
     n->scope = scope_of(e, fn->tab ? fn->tab : "");
     if (!n->scope)
         n->scope = &e->scopes[0];
@@ -852,6 +923,7 @@ static void node_free(eddy_node *n)
     json_decref(n->context);
     json_decref(n->builtins);
     json_decref(n->defaults);
+    json_decref(n->own_config);
     eddy_free(n->state);
     eddy_free(n);
 }
@@ -866,7 +938,18 @@ static void fill_report(void *data, int code, const char *msg)
 static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
 {
     const eddy_node_type *t = n->type;
-    if (node__props_fill(t, n->fn->config, n->state, n->defaults, NULL, fill_report,
+    if (has_env_ref(n->config, 0)) {
+        /* the flow document stays as deployed; the node sees the substituted copy */
+        json_t *copy = json_deep_copy(n->config);
+        n->own_config = copy ? substitute_env(n, copy, 0) : NULL;
+        json_decref(copy);
+        if (!n->own_config) {
+            report(problems, n, EDDY_ENOMEM, "out of memory substituting env properties");
+            return EDDY_ENOMEM;
+        }
+        n->config = n->own_config;
+    }
+    if (node__props_fill(t, n->config, n->state, n->defaults, NULL, fill_report,
                          (void *)n->fn->id) > 0) {
         report(problems, n, EDDY_EINVAL, "invalid properties");
         return EDDY_EINVAL;
@@ -874,7 +957,7 @@ static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
     for (const eddy_prop *p = t->props; p && p->name; p++) {
         if (p->kind != EDDY_PROP_CONFIG)
             continue;
-        const char *id = node__str(n->fn->config, p->name);
+        const char *id = node__str(n->config, p->name);
         eddy_node *c = *id ? eddy_engine_find(e, id) : NULL;
         if (*id && !c) {
             char msg[256];
@@ -890,7 +973,7 @@ static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
 
 static int wire_node(eddy_engine *e, eddy_node *n)
 {
-    json_t *wires = json_object_get(n->fn->config, "wires");
+    json_t *wires = json_object_get(n->config, "wires");
     for (int port = 0; port < n->output_count; port++) {
         size_t k;
         json_t *id;
@@ -910,7 +993,7 @@ static int wire_node(eddy_engine *e, eddy_node *n)
     if (f & EDDY_NODE_COMPLETE) {
         size_t k;
         json_t *id;
-        json_array_foreach(json_object_get(n->fn->config, "scope"), k, id)
+        json_array_foreach(json_object_get(n->config, "scope"), k, id)
         {
             eddy_node *t = eddy_engine_find(e, json_string_value(id));
             if (t && list_add(&t->completers, n) != EDDY_OK)
@@ -1080,8 +1163,7 @@ void eddy_engine_stop(eddy_engine *e)
         eddy_node *n = e->nodes[i];
         n->closing = true;
         stop_node_timers(n);
-        if (n->set_up && n->type->close &&
-            n->type->close(n, n->state, false) == EDDY_CLOSE_LATER) {
+        if (n->set_up && n->type->close && n->type->close(n, n->state, false) == EDDY_CLOSE_LATER) {
             n->close_pending = true;
             e->close_pending++;
         }

@@ -23,8 +23,8 @@
 typedef struct eddy_engine eddy_engine;
 
 typedef struct eddy_engine_opts {
-    size_t queue_limit;  /* deliveries queued before sources are asked to hold back; 0 = 65536 */
-    int batch;           /* deliveries per loop iteration; 0 = 1024 */
+    size_t queue_limit; /* deliveries queued before sources are asked to hold back; 0 = 65536 */
+    int batch;          /* deliveries per loop iteration; 0 = 1024 */
 } eddy_engine_opts;
 
 /* Hooks an embedder (admin server, test harness) can set; all optional. Arguments are

@@ -10,8 +10,8 @@ const char *eddy_err_name(int code)
     switch (code) {
     case EDDY_OK:
         return "EDDY_OK";
-#define EDDY_ERR_NAME_(name, text)                                                             \
-    case EDDY_##name:                                                                          \
+#define EDDY_ERR_NAME_(name, text)                                                                 \
+    case EDDY_##name:                                                                              \
         return #name;
         EDDY_ERR_MAP(EDDY_ERR_NAME_)
 #undef EDDY_ERR_NAME_
@@ -25,8 +25,8 @@ const char *eddy_err_text(int code)
     switch (code) {
     case EDDY_OK:
         return "success";
-#define EDDY_ERR_TEXT_(name, text)                                                             \
-    case EDDY_##name:                                                                          \
+#define EDDY_ERR_TEXT_(name, text)                                                                 \
+    case EDDY_##name:                                                                              \
         return text;
         EDDY_ERR_MAP(EDDY_ERR_TEXT_)
 #undef EDDY_ERR_TEXT_
@@ -80,12 +80,12 @@ void eddy_err_at_file(eddy_err *err, const char *file, int line, int column)
 void eddy_err_format(const eddy_err *err, char *buf, size_t size)
 {
     size_t used = 0;
-#define EDDY_APPEND_(...)                                                                      \
-    do {                                                                                       \
-        if (used < size) {                                                                     \
-            int n_ = snprintf(buf + used, size - used, __VA_ARGS__);                           \
-            used += n_ > 0 ? (size_t)n_ : 0;                                                   \
-        }                                                                                      \
+#define EDDY_APPEND_(...)                                                                          \
+    do {                                                                                           \
+        if (used < size) {                                                                         \
+            int n_ = snprintf(buf + used, size - used, __VA_ARGS__);                               \
+            used += n_ > 0 ? (size_t)n_ : 0;                                                       \
+        }                                                                                          \
     } while (0)
     if (size == 0)
         return;

@@ -8,19 +8,19 @@
 #include <stddef.h>
 
 /* X(name, default text). Expanded into the enum, eddy_err_name() and eddy_err_text(). */
-#define EDDY_ERR_MAP(X)                                                                        \
-    X(ENOMEM, "out of memory")                                                                 \
-    X(EINVAL, "invalid argument")                                                              \
-    X(EPARSE, "parse error")                                                                   \
-    X(ENOTFOUND, "not found")                                                                  \
-    X(ECONFLICT, "version conflict")                                                           \
-    X(EDUPLICATE, "duplicate")                                                                 \
-    X(EFULL, "queue full")                                                                     \
-    X(EIO, "input/output error")                                                               \
-    X(ESCRIPT, "script error")                                                                 \
-    X(EBUDGET, "budget exceeded")                                                              \
-    X(ETIMEOUT, "timed out")                                                                   \
-    X(EUNSUPPORTED, "not supported")                                                           \
+#define EDDY_ERR_MAP(X)                                                                            \
+    X(ENOMEM, "out of memory")                                                                     \
+    X(EINVAL, "invalid argument")                                                                  \
+    X(EPARSE, "parse error")                                                                       \
+    X(ENOTFOUND, "not found")                                                                      \
+    X(ECONFLICT, "version conflict")                                                               \
+    X(EDUPLICATE, "duplicate")                                                                     \
+    X(EFULL, "queue full")                                                                         \
+    X(EIO, "input/output error")                                                                   \
+    X(ESCRIPT, "script error")                                                                     \
+    X(EBUDGET, "budget exceeded")                                                                  \
+    X(ETIMEOUT, "timed out")                                                                       \
+    X(EUNSUPPORTED, "not supported")                                                               \
     X(EINTERNAL, "internal error")
 
 enum eddy_err_code {
@@ -32,7 +32,7 @@ enum eddy_err_code {
 };
 
 #define EDDY_ERR_MSG_MAX 512
-#define EDDY_ERR_ID_MAX 96
+#define EDDY_ERR_ID_MAX  96
 
 typedef struct eddy_err {
     int code;                        /* EDDY_OK when no error was set */

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flow_int.h"
 #include "log.h"
 #include "mem.h"
 #include "node_int.h"
-#include "flow_int.h"
 
 #define SUBFLOW_MAX_DEPTH 16
 
@@ -55,12 +55,12 @@ typedef struct loader {
     const char *text;
     const eddy_registry *reg;
     eddy_problems *problems;
-    json_t *doc;       /* the array of flow objects (borrowed from the flow) */
-    json_t *by_id;     /* id -> index in doc (integer) */
-    json_t *lines;     /* id -> line in text */
-    json_t *tabs;      /* id -> tab object */
-    json_t *subflows;  /* id -> subflow template object */
-    json_t *extra;     /* owned copies made while expanding (the flow keeps it) */
+    json_t *doc;      /* the array of flow objects (borrowed from the flow) */
+    json_t *by_id;    /* id -> index in doc (integer) */
+    json_t *lines;    /* id -> line in text */
+    json_t *tabs;     /* id -> tab object */
+    json_t *subflows; /* id -> subflow template object */
+    json_t *extra;    /* owned copies made while expanding (the flow keeps it) */
     eddy_flow *flow;
     int cap_nodes, cap_scopes;
 } loader;
@@ -160,8 +160,8 @@ static eddy_flow_scope *add_scope(loader *ld)
 
 static bool is_structural(const char *type)
 {
-    return strcmp(type, "tab") == 0 || strcmp(type, "subflow") == 0 ||
-           strcmp(type, "group") == 0 || strcmp(type, "unknown") == 0;
+    return strcmp(type, "tab") == 0 || strcmp(type, "subflow") == 0 || strcmp(type, "group") == 0 ||
+           strcmp(type, "unknown") == 0;
 }
 
 static void index_objects(loader *ld)
@@ -231,8 +231,8 @@ static int config_exists(void *data, const char *id, const char *type)
     return obj && (!type || strcmp(node__str(obj, "type"), type) == 0);
 }
 
-static void check_typed_jsonata(loader *ld, const json_t *config, const char *id,
-                                const char *type, const char *tab)
+static void check_typed_jsonata(loader *ld, const json_t *config, const char *id, const char *type,
+                                const char *tab)
 {
     const char *key;
     json_t *v;
@@ -320,11 +320,12 @@ static void check_wires(loader *ld, json_t *obj, const char *id, const char *typ
         json_array_foreach(port, k, target)
         {
             const char *tid = json_string_value(target);
-            json_t *tobj = tid ? (local_ids ? json_object_get(local_ids, tid) : find_obj(ld, tid))
-                               : NULL;
+            json_t *tobj =
+                tid ? (local_ids ? json_object_get(local_ids, tid) : find_obj(ld, tid)) : NULL;
             if (!tobj) {
-                problem(ld, id, type, tab, EDDY_ENOTFOUND, "output %zu is wired to missing node '%s'",
-                        p + 1, tid ? tid : "(not a string)");
+                problem(ld, id, type, tab, EDDY_ENOTFOUND,
+                        "output %zu is wired to missing node '%s'", p + 1,
+                        tid ? tid : "(not a string)");
                 continue;
             }
             const eddy_node_type *tt = eddy_registry_find(ld->reg, node__str(tobj, "type"));
@@ -530,8 +531,8 @@ static void expand_instance(loader *ld, json_t *inst, const char *inst_id, const
     json_t *in_wires = json_array();
     json_object_set_new(in_node, "inwires", in_wires);
     json_t *w;
-    json_array_foreach(json_object_get(json_array_get(json_object_get(tmpl, "in"), 0), "wires"),
-                       i, w)
+    json_array_foreach(json_object_get(json_array_get(json_object_get(tmpl, "in"), 0), "wires"), i,
+                       w)
     {
         json_t *m = json_object_get(id_map, node__str(w, "id"));
         if (m)
@@ -542,9 +543,9 @@ static void expand_instance(loader *ld, json_t *inst, const char *inst_id, const
     {
         char oid[600];
         snprintf(oid, sizeof(oid), "%s/out/%zu", inst_id, i);
-        json_t *out_node = json_pack("{s:s,s:s,s:s,s:s,s:I,s:[]}", "id", oid, "type",
-                                     "subflow out", "z", inst_id, "instance", inst_id, "port",
-                                     (json_int_t)i, "wires");
+        json_t *out_node =
+            json_pack("{s:s,s:s,s:s,s:s,s:I,s:[]}", "id", oid, "type", "subflow out", "z", inst_id,
+                      "instance", inst_id, "port", (json_int_t)i, "wires");
         wire_out_port(port, sid, oid, id_map, local, in_wires);
         json_array_append_new(copies, out_node);
         json_object_set(local, oid, out_node);
@@ -609,8 +610,8 @@ static void load_top_level(loader *ld)
         if (*z) {
             json_t *tabobj = json_object_get(ld->tabs, z);
             if (!tabobj) {
-                problem(ld, nid, type, z, EDDY_ENOTFOUND, "is on tab '%s', which is not in the flow",
-                        z);
+                problem(ld, nid, type, z, EDDY_ENOTFOUND,
+                        "is on tab '%s', which is not in the flow", z);
                 continue;
             }
             disabled = json_is_true(json_object_get(tabobj, "disabled"));
@@ -691,8 +692,8 @@ eddy_flow *eddy_flow_from_json(json_t *doc, const char *source_text, const char 
     return flow;
 }
 
-eddy_flow *eddy_flow_load(const char *text, size_t len, const char *file,
-                          const eddy_registry *reg, eddy_problems *problems)
+eddy_flow *eddy_flow_load(const char *text, size_t len, const char *file, const eddy_registry *reg,
+                          eddy_problems *problems)
 {
     eddy_err err;
     eddy_err_clear(&err);
@@ -712,8 +713,7 @@ eddy_flow *eddy_flow_load(const char *text, size_t len, const char *file,
     return flow;
 }
 
-eddy_flow *eddy_flow_load_file(const char *path, const eddy_registry *reg,
-                               eddy_problems *problems)
+eddy_flow *eddy_flow_load_file(const char *path, const eddy_registry *reg, eddy_problems *problems)
 {
     eddy_err err;
     eddy_err_clear(&err);

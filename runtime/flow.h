@@ -47,9 +47,9 @@ typedef struct eddy_flow_scope {
 } eddy_flow_scope;
 
 typedef struct eddy_flow {
-    json_t *doc;                  /* the parsed file (owned) */
-    json_t *extra;                /* owned JSON made during expansion (copies) */
-    char *file;                   /* file name for messages, owned */
+    json_t *doc;   /* the parsed file (owned) */
+    json_t *extra; /* owned JSON made during expansion (copies) */
+    char *file;    /* file name for messages, owned */
     eddy_flow_node *nodes;
     int node_count;
     eddy_flow_scope *scopes;
@@ -59,11 +59,10 @@ typedef struct eddy_flow {
 /* Parses and validates 'text' (of 'len' bytes) against 'reg'. 'file' names the source in
  * messages (may be NULL). Returns a flow when there are no problems; otherwise NULL with
  * every problem appended to 'problems'. Ownership: new, free with eddy_flow_free. */
-eddy_flow *eddy_flow_load(const char *text, size_t len, const char *file,
-                          const eddy_registry *reg, eddy_problems *problems);
+eddy_flow *eddy_flow_load(const char *text, size_t len, const char *file, const eddy_registry *reg,
+                          eddy_problems *problems);
 /* Reads 'path' and calls eddy_flow_load. */
-eddy_flow *eddy_flow_load_file(const char *path, const eddy_registry *reg,
-                               eddy_problems *problems);
+eddy_flow *eddy_flow_load_file(const char *path, const eddy_registry *reg, eddy_problems *problems);
 /* As above but takes a parsed JSON array (e.g. a deploy body). Takes 'doc'. */
 eddy_flow *eddy_flow_from_json(json_t *doc, const char *source_text, const char *file,
                                const eddy_registry *reg, eddy_problems *problems);

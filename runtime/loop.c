@@ -18,11 +18,11 @@
 #include "mem.h"
 
 struct eddy_timer {
-    int64_t deadline;    /* ms on the loop's clock */
-    uint64_t seq;        /* start order: equal deadlines fire first-started first */
-    size_t heap_index;   /* position in loop->heap while queued */
-    bool running;        /* its callback is on the stack */
-    bool stopped;        /* stop was asked while running */
+    int64_t deadline;  /* ms on the loop's clock */
+    uint64_t seq;      /* start order: equal deadlines fire first-started first */
+    size_t heap_index; /* position in loop->heap while queued */
+    bool running;      /* its callback is on the stack */
+    bool stopped;      /* stop was asked while running */
     eddy_timer_fn fn;
     void *data;
     eddy_timer_finalizer finalizer;
@@ -35,14 +35,14 @@ typedef struct loop_hook {
 
 struct eddy_loop {
     eddy_clock_mode mode;
-    uv_loop_t uv;          /* real mode only */
-    uv_timer_t uv_timer;   /* fires at the heap's earliest deadline */
-    uv_idle_t uv_idle;     /* keeps the loop spinning while work is pending */
+    uv_loop_t uv;            /* real mode only */
+    uv_timer_t uv_timer;     /* fires at the heap's earliest deadline */
+    uv_idle_t uv_idle;       /* keeps the loop spinning while work is pending */
     uv_prepare_t uv_prepare; /* before-sleep hooks */
-    uv_async_t uv_async;   /* cross-thread wakeups */
-    bool uv_ready;         /* handles initialised (real mode) */
-    int64_t virtual_now;   /* manual mode clock, ms */
-    int64_t wall_offset;   /* manual mode: wall = virtual_now + wall_offset */
+    uv_async_t uv_async;     /* cross-thread wakeups */
+    bool uv_ready;           /* handles initialised (real mode) */
+    int64_t virtual_now;     /* manual mode clock, ms */
+    int64_t wall_offset;     /* manual mode: wall = virtual_now + wall_offset */
     eddy_timer **heap;
     size_t heap_len, heap_cap;
     uint64_t next_seq;

@@ -103,8 +103,7 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
             char *end;
             long port = strtol(optarg, &end, 10);
             if (*end || port < 1 || port > 65535) {
-                fprintf(stderr, "eddy: --port needs a number from 1 to 65535, not '%s'\n",
-                        optarg);
+                fprintf(stderr, "eddy: --port needs a number from 1 to 65535, not '%s'\n", optarg);
                 return 2;
             }
             o->port = (int)port;
@@ -173,7 +172,8 @@ static int cmd_check(int argc, char **argv)
 
 static void on_signal(uv_signal_t *handle, int signum)
 {
-    eddy_log(EDDY_LOG_INFO, "[eddy] %s received, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    eddy_log(EDDY_LOG_INFO, "[eddy] %s received, stopping",
+             signum == SIGINT ? "SIGINT" : "SIGTERM");
     eddy_loop_stop(handle->data);
 }
 
@@ -223,8 +223,8 @@ static int cmd_run(int argc, char **argv)
         status = 0;
     } else {
         eddy_problems_print(&problems, stderr);
-        fprintf(stderr, "eddy: %s was not started (%d problem%s)\n", o.flow_file,
-                problems.count, problems.count == 1 ? "" : "s");
+        fprintf(stderr, "eddy: %s was not started (%d problem%s)\n", o.flow_file, problems.count,
+                problems.count == 1 ? "" : "s");
     }
     eddy_problems_clear(&problems);
     eddy_engine_free(engine);

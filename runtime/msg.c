@@ -64,8 +64,8 @@ json_t *eddy_msg_clone(const json_t *msg)
 
 static int path_fail(eddy_err *err, const char *expr, size_t at, const char *why)
 {
-    return eddy_err_set(err, EDDY_EPARSE, "invalid property expression '%s' at %zu: %s", expr,
-                        at, why);
+    return eddy_err_set(err, EDDY_EPARSE, "invalid property expression '%s' at %zu: %s", expr, at,
+                        why);
 }
 
 static char *path_store(eddy_path *path, size_t *used, const char *key, size_t len)
@@ -323,11 +323,21 @@ bool eddy_parse_number(const char *text, double *out)
         v = (double)strtoull(text, &end, 16);
     } else {
         /* strtod accepts "inf", "nan" and hex floats, which Number() does not */
-        for (const char *p = text; *p && !isspace((unsigned char)*p); p++)
+        const char *p = text;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (strncmp(p, "Infinity", 8) == 0) {
+            const char *rest = p + 8;
+            while (isspace((unsigned char)*rest))
+                rest++;
+            if (*rest)
+                return false;
+            *out = text[0] == '-' ? -INFINITY : INFINITY;
+            return true;
+        }
+        for (p = text; *p && !isspace((unsigned char)*p); p++)
             if (!strchr("0123456789+-.eE", *p))
-                return strncmp(text, "Infinity", 8) == 0 || strncmp(text, "-Infinity", 9) == 0
-                           ? (*out = text[0] == '-' ? -INFINITY : INFINITY, true)
-                           : false;
+                return false;
         v = strtod(text, &end);
     }
     if (end == text)

@@ -33,9 +33,9 @@ typedef struct eddy_path_seg {
 } eddy_path_seg;
 
 typedef struct eddy_path {
-    int count;                                  /* number of segments, >= 1 */
+    int count; /* number of segments, >= 1 */
     eddy_path_seg seg[EDDY_PATH_MAX_SEGMENTS];
-    char buf[512];                              /* the keys, NUL-separated */
+    char buf[512]; /* the keys, NUL-separated */
 } eddy_path;
 
 /* Parses "a.b[0]['c d'].e" into 'path'. EDDY_EPARSE with a message naming the offset for

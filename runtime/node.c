@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "mem.h"
@@ -59,16 +60,18 @@ static void fill_fail(fill_ctx *ctx, int code, const char *fmt, ...)
 static const json_t *prop_value(const eddy_prop *prop, const json_t *config, json_t *defaults)
 {
     const json_t *v = json_object_get(config, prop->name);
-    bool blank = !v || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0 &&
-                                           prop->kind != EDDY_PROP_STR);
+    /* "" means "use the default" except for free-text strings (Node-RED's editor saves
+     * untouched fields as "") */
+    bool blank = !v || json_is_null(v) ||
+                 (json_is_string(v) && json_string_length(v) == 0 &&
+                  (prop->kind != EDDY_PROP_STR || prop->choices));
     if (!blank)
         return v;
     if (prop->def) {
         json_t *d = json_loads(prop->def, JSON_DECODE_ANY, NULL);
-        if (d) {
-            json_object_set_new(defaults, prop->name, d);
+        /* set_new frees 'd' if it fails, so only a successful set may return it */
+        if (d && json_object_set_new(defaults, prop->name, d) == 0)
             return d;
-        }
     }
     return v && json_is_string(v) && prop->kind == EDDY_PROP_STR ? v : NULL;
 }
@@ -102,8 +105,8 @@ static void fill_one(fill_ctx *ctx, const eddy_prop *p, const json_t *v, char *s
             char probe[160];
             snprintf(probe, sizeof(probe), "|%s|", s);
             if (!strstr(p->choices, probe)) {
-                fill_fail(ctx, EDDY_EINVAL, "property '%s' is '%s'; expected one of %s",
-                          p->name, s, p->choices);
+                fill_fail(ctx, EDDY_EINVAL, "property '%s' is '%s'; expected one of %s", p->name, s,
+                          p->choices);
                 return;
             }
         }
@@ -160,8 +163,8 @@ static void fill_one(fill_ctx *ctx, const eddy_prop *p, const json_t *v, char *s
         const char *id = json_string_value(v);
         if (!id || !*id) {
             if (p->required)
-                fill_fail(ctx, EDDY_EINVAL, "property '%s' must name a %s config node",
-                          p->name, p->choices ? p->choices : "config");
+                fill_fail(ctx, EDDY_EINVAL, "property '%s' must name a %s config node", p->name,
+                          p->choices ? p->choices : "config");
             return;
         }
         if (config_check && !config_check(check_data, id, p->choices))
@@ -173,8 +176,8 @@ static void fill_one(fill_ctx *ctx, const eddy_prop *p, const json_t *v, char *s
 }
 
 int node__props_fill(const eddy_node_type *type, const json_t *config, void *state,
-                     json_t *defaults, node__config_check_fn config_check,
-                     node__report_fn report, void *data)
+                     json_t *defaults, node__config_check_fn config_check, node__report_fn report,
+                     void *data)
 {
     fill_ctx ctx = {report, data, 0};
     if (!type->props)
@@ -186,8 +189,8 @@ int node__props_fill(const eddy_node_type *type, const json_t *config, void *sta
 
 /* ---- typed values ---- */
 
-static const char *const typed_types[] = {"str",  "num",    "bool", "json", "date", "env", "msg",
-                                          "flow", "global", "re",   "bin",  NULL};
+static const char *const typed_types[] = {"str", "num",  "bool",   "json", "date", "env",
+                                          "msg", "flow", "global", "re",   "bin",  NULL};
 
 bool eddy_typed_supported(const char *type)
 {
@@ -277,7 +280,7 @@ static int eval_scalar(eddy_node *node, const char *type, const json_t *value, c
         else
             return eddy_err_set(err, EDDY_EINVAL, "'%s' is not a number", text);
     } else if (strcmp(type, "bool") == 0) {
-        *out = json_boolean(json_is_true(value) || strcmp(text, "true") == 0);
+        *out = json_boolean(json_is_true(value) || strcasecmp(text, "true") == 0);
     } else if (strcmp(type, "json") == 0 || strcmp(type, "bin") == 0) {
         if (!json_is_string(value)) {
             *out = json_deep_copy(value);
@@ -286,8 +289,7 @@ static int eval_scalar(eddy_node *node, const char *type, const json_t *value, c
         eddy_err perr;
         *out = eddy_json_loadb(text, strlen(text), &perr);
         if (!*out)
-            return eddy_err_set(err, EDDY_EPARSE, "invalid JSON value '%.80s': %s", text,
-                                perr.msg);
+            return eddy_err_set(err, EDDY_EPARSE, "invalid JSON value '%.80s': %s", text, perr.msg);
     } else if (strcmp(type, "date") == 0) {
         int64_t now = eddy_loop_wall(eddy_node_loop(node));
         *out = strcmp(text, "iso") == 0 || strcmp(text, "object") == 0
@@ -306,8 +308,8 @@ static int eval_scalar(eddy_node *node, const char *type, const json_t *value, c
     return EDDY_OK;
 }
 
-int eddy_node_eval_typed(eddy_node *node, const json_t *msg, const char *type,
-                         const json_t *value, json_t **out, eddy_err *err)
+int eddy_node_eval_typed(eddy_node *node, const json_t *msg, const char *type, const json_t *value,
+                         json_t **out, eddy_err *err)
 {
     *out = NULL;
     if (!type || !*type)
@@ -315,8 +317,8 @@ int eddy_node_eval_typed(eddy_node *node, const json_t *msg, const char *type,
     char numbuf[40];
     const char *text = json_string_value(value);
     if (!text) {
-        text = json_is_number(value) ? eddy_format_number(json_number_value(value), numbuf)
-               : json_is_true(value) ? "true"
+        text = json_is_number(value)  ? eddy_format_number(json_number_value(value), numbuf)
+               : json_is_true(value)  ? "true"
                : json_is_false(value) ? "false"
                                       : "";
     }
@@ -327,7 +329,7 @@ int eddy_node_eval_typed(eddy_node *node, const json_t *msg, const char *type,
         if (!msg)
             return EDDY_OK;
         eddy_path path;
-        int rc = eddy_path_parse(text, &path, err);
+        int rc = eddy_path_parse(strncmp(text, "msg.", 4) == 0 ? text + 4 : text, &path, err);
         if (rc)
             return rc;
         json_t *v = eddy_path_get((json_t *)msg, &path);

@@ -45,7 +45,7 @@ typedef enum eddy_prop_kind {
 } eddy_prop_kind;
 
 typedef struct eddy_prop {
-    const char *name;    /* the property name in the flow JSON (Node-RED's name) */
+    const char *name; /* the property name in the flow JSON (Node-RED's name) */
     eddy_prop_kind kind;
     const char *def;     /* default as JSON text ("5", "\"payload\"", "true"); NULL = none */
     bool required;       /* absent (or "" for STR) is an error */
@@ -64,16 +64,16 @@ typedef struct eddy_prop {
  *   EDDY_NODE_COMPLETE    receives messages that nodes in scope finished.
  *   EDDY_NODE_LINK_IN     a link target: other nodes find it with eddy_node_find.
  *   EDDY_NODE_NO_RUN      declared only (comment, tab-like): never instantiated. */
-#define EDDY_NODE_CONFIG 0x01u
+#define EDDY_NODE_CONFIG     0x01u
 #define EDDY_NODE_ASYNC_DONE 0x02u
-#define EDDY_NODE_CATCH 0x04u
-#define EDDY_NODE_STATUS 0x08u
-#define EDDY_NODE_COMPLETE 0x10u
-#define EDDY_NODE_LINK_IN 0x20u
-#define EDDY_NODE_NO_RUN 0x40u
+#define EDDY_NODE_CATCH      0x04u
+#define EDDY_NODE_STATUS     0x08u
+#define EDDY_NODE_COMPLETE   0x10u
+#define EDDY_NODE_LINK_IN    0x20u
+#define EDDY_NODE_NO_RUN     0x40u
 
 /* Returned by 'close': done now, or later through eddy_node_closed. */
-#define EDDY_CLOSE_DONE 0
+#define EDDY_CLOSE_DONE  0
 #define EDDY_CLOSE_LATER 1
 
 struct eddy_node_type {
@@ -89,8 +89,7 @@ struct eddy_node_type {
     /* Optional deeper validation, run by `eddy check` and before setup: 'config' is the
      * node's JSON object, 'state' already holds the props. Report problems with
      * eddy_err_set (the engine adds id, type and tab). Must not start timers or I/O. */
-    int (*validate)(const eddy_node_type *type, const json_t *config, void *state,
-                    eddy_err *err);
+    int (*validate)(const eddy_node_type *type, const json_t *config, void *state, eddy_err *err);
     /* Starts the node. Fails through 'err'. May be NULL. */
     int (*setup)(eddy_node *node, void *state, eddy_err *err);
     /* One message arrived on the input. Takes 'msg' (invariant 1). NULL for no input. */
@@ -176,8 +175,8 @@ json_t *eddy_node_context(eddy_node *node, eddy_ctx_scope scope);
  * Borrowed, NULL if missing. */
 json_t *eddy_node_context_get(eddy_node *node, eddy_ctx_scope scope, const char *key);
 /* Sets (takes 'value'; NULL deletes). */
-int eddy_node_context_set(eddy_node *node, eddy_ctx_scope scope, const char *key,
-                          json_t *value, eddy_err *err);
+int eddy_node_context_set(eddy_node *node, eddy_ctx_scope scope, const char *key, json_t *value,
+                          eddy_err *err);
 /* An environment variable as Node-RED resolves it: the subflow instance's env, its
  * template's, the tab's env, then the process environment, then NODE_RED-style built-ins
  * (NR_NODE_ID, NR_NODE_NAME, NR_FLOW_ID, NR_FLOW_NAME). Borrowed (a JSON value: env entries
@@ -191,8 +190,8 @@ json_t *eddy_node_env(eddy_node *node, const char *name);
  * For "date" the value may be "" (ms), "iso" or "object". For "msg" 'msg' may be NULL (then
  * the result is NULL with EDDY_OK). "env" expands "${X}" references inside strings too.
  * Ownership: 'out' gets a new reference (NULL when the referenced value is missing). */
-int eddy_node_eval_typed(eddy_node *node, const json_t *msg, const char *type,
-                         const json_t *value, json_t **out, eddy_err *err);
+int eddy_node_eval_typed(eddy_node *node, const json_t *msg, const char *type, const json_t *value,
+                         json_t **out, eddy_err *err);
 /* true for the typed-value types eddy_node_eval_typed supports. */
 bool eddy_typed_supported(const char *type);
 

@@ -16,8 +16,8 @@
 typedef void (*node__report_fn)(void *data, int code, const char *msg);
 typedef int (*node__config_check_fn)(void *data, const char *id, const char *type);
 int node__props_fill(const eddy_node_type *type, const json_t *config, void *state,
-                     json_t *defaults, node__config_check_fn config_check,
-                     node__report_fn report, void *data);
+                     json_t *defaults, node__config_check_fn config_check, node__report_fn report,
+                     void *data);
 
 /* Output count of a node of 'type' configured by 'config'. */
 int node__output_count(const eddy_node_type *type, const json_t *config);

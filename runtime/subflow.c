@@ -15,8 +15,7 @@ typedef struct subflow_in_state {
 } subflow_in_state;
 
 static const eddy_prop subflow_in_props[] = {
-    {"inwires", EDDY_PROP_JSON, NULL, false, offsetof(subflow_in_state, inwires), NULL, NULL},
-    {0}};
+    {"inwires", EDDY_PROP_JSON, NULL, false, offsetof(subflow_in_state, inwires), NULL, NULL}, {0}};
 
 static int subflow_in_setup(eddy_node *node, void *state, eddy_err *err)
 {

@@ -72,8 +72,8 @@ static void on_warn(void *data, eddy_node *node, const char *text)
 static void on_debug(void *data, eddy_node *node, const json_t *value, const char *property)
 {
     eddy_harness *h = data;
-    json_t *ev = json_pack("{s:s,s:s,s:s}", "kind", "debug", "node", eddy_node_id(node),
-                           "property", property);
+    json_t *ev = json_pack("{s:s,s:s,s:s}", "kind", "debug", "node", eddy_node_id(node), "property",
+                           property);
     json_object_set_new(ev, "value", value ? json_deep_copy(value) : json_null());
     json_array_append_new(h->events, ev);
 }
@@ -96,8 +96,8 @@ static void place_on_tab(json_t *doc, const eddy_registry *reg)
             continue;
         json_object_set_new(n, "z", json_string("t"));
     }
-    json_array_insert_new(doc, 0, json_pack("{s:s,s:s,s:s}", "id", "t", "type", "tab", "label",
-                                            "test"));
+    json_array_insert_new(doc, 0,
+                          json_pack("{s:s,s:s,s:s}", "id", "t", "type", "tab", "label", "test"));
 }
 
 eddy_harness *eddy_harness_new(const char *flow_json, const eddy_harness_opts *opts,

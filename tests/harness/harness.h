@@ -15,10 +15,10 @@
 typedef struct eddy_harness eddy_harness;
 
 typedef struct eddy_harness_opts {
-    eddy_clock_mode clock;   /* EDDY_CLOCK_MANUAL (default, 0 means manual here) or REAL */
-    bool real_clock;         /* true: use the real clock instead */
-    int64_t wall_start;      /* manual clock: wall time at virtual 0; 0 = 2024-01-01T00:00Z */
-    size_t queue_limit;      /* engine queue bound; 0 = engine default */
+    eddy_clock_mode clock; /* EDDY_CLOCK_MANUAL (default, 0 means manual here) or REAL */
+    bool real_clock;       /* true: use the real clock instead */
+    int64_t wall_start;    /* manual clock: wall time at virtual 0; 0 = 2024-01-01T00:00Z */
+    size_t queue_limit;    /* engine queue bound; 0 = engine default */
 } eddy_harness_opts;
 
 /* Loads 'flow_json' (a Node-RED flow array as text) with the native types plus "helper",

@@ -80,8 +80,8 @@ static int step_expect(run *r, eddy_harness *h, const json_t *step)
     int rc = 0;
     if (json_array_size(got) != json_array_size(want)) {
         char *g = show(got);
-        rc = fail(r, "helper %s: expected %zu message(s), got %zu: %s", id,
-                  json_array_size(want), json_array_size(got), g);
+        rc = fail(r, "helper %s: expected %zu message(s), got %zu: %s", id, json_array_size(want),
+                  json_array_size(got), g);
         eddy_free(g);
     } else {
         for (size_t i = 0; i < json_array_size(want); i++) {
@@ -128,11 +128,17 @@ static int step_events(run *r, eddy_harness *h, const json_t *step)
     json_t *kinds = json_object();
     size_t i;
     json_t *w;
-    json_array_foreach(want, i, w) json_object_set_new(kinds, json_string_value(json_object_get(w, "kind")) ? json_string_value(json_object_get(w, "kind")) : "", json_true());
+    json_array_foreach(want, i, w)
+        json_object_set_new(kinds,
+                            json_string_value(json_object_get(w, "kind"))
+                                ? json_string_value(json_object_get(w, "kind"))
+                                : "",
+                            json_true());
     json_t *relevant = json_array();
     json_t *ev;
-    json_array_foreach(got, i, ev) if (exact ||
-                                       json_object_get(kinds, json_string_value(json_object_get(ev, "kind"))))
+    json_array_foreach(
+        got, i,
+        ev) if (exact || json_object_get(kinds, json_string_value(json_object_get(ev, "kind"))))
         json_array_append(relevant, ev);
     int rc = 0;
     size_t at = 0;

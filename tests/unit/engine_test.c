@@ -128,10 +128,10 @@ static void test_fan_out_copies_are_independent(void)
     /* Each branch mutates its message; neither may see the other's change or a shared one. */
     eddy_harness_opts o = {0};
     eddy_problems p = {0};
-    eddy_harness *h = eddy_harness_new(
-        "[{\"id\":\"j\",\"type\":\"junction\",\"wires\":[[\"h1\",\"h2\"]]},"
-        "{\"id\":\"h1\",\"type\":\"helper\"},{\"id\":\"h2\",\"type\":\"helper\"}]",
-        &o, &p);
+    eddy_harness *h =
+        eddy_harness_new("[{\"id\":\"j\",\"type\":\"junction\",\"wires\":[[\"h1\",\"h2\"]]},"
+                         "{\"id\":\"h1\",\"type\":\"helper\"},{\"id\":\"h2\",\"type\":\"helper\"}]",
+                         &o, &p);
     CHECK(h);
     json_t *msg = json_pack("{s:{s:i}}", "payload", "v", 1);
     eddy_harness_send(h, "j", msg);

@@ -122,13 +122,13 @@ static void test_real_clock(void)
     eddy_loop_free(loop);
 }
 
-static const check_test tests[] = {{"deadline_order", test_deadline_order},
-                                   {"repeat", test_repeat},
-                                   {"stop_inside_callback", test_stop_inside_callback},
-                                   {"stop_before_and_free_finalizes",
-                                    test_stop_before_and_free_finalizes},
-                                   {"wall_clock_follows_virtual", test_wall_clock_follows_virtual},
-                                   {"real_clock", test_real_clock},
-                                   {NULL, NULL}};
+static const check_test tests[] = {
+    {"deadline_order", test_deadline_order},
+    {"repeat", test_repeat},
+    {"stop_inside_callback", test_stop_inside_callback},
+    {"stop_before_and_free_finalizes", test_stop_before_and_free_finalizes},
+    {"wall_clock_follows_virtual", test_wall_clock_follows_virtual},
+    {"real_clock", test_real_clock},
+    {NULL, NULL}};
 
 CHECK_MAIN(tests)

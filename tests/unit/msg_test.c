@@ -53,11 +53,16 @@ static void test_number_text(void)
     struct {
         double v;
         const char *js;
-    } cases[] = {{0.1, "0.1"},          {1.0 / 3, "0.3333333333333333"},
-                 {100, "100"},          {1e21, "1e+21"},
-                 {1e20, "100000000000000000000"}, {1.5e-7, "1.5e-7"},
-                 {0.000001, "0.000001"}, {-2.5, "-2.5"},
-                 {123456789.125, "123456789.125"}, {5e-324, "5e-324"}};
+    } cases[] = {{0.1, "0.1"},
+                 {1.0 / 3, "0.3333333333333333"},
+                 {100, "100"},
+                 {1e21, "1e+21"},
+                 {1e20, "100000000000000000000"},
+                 {1.5e-7, "1.5e-7"},
+                 {0.000001, "0.000001"},
+                 {-2.5, "-2.5"},
+                 {123456789.125, "123456789.125"},
+                 {5e-324, "5e-324"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         CHECK_STR_EQ(eddy_format_number(cases[i].v, buf), cases[i].js);
 }
@@ -71,6 +76,9 @@ static void test_parse_number(void)
     CHECK(!eddy_parse_number("", &v));
     CHECK(!eddy_parse_number("12abc", &v));
     CHECK(!eddy_parse_number("nan", &v));
+    CHECK(!eddy_parse_number("Infinityxyz", &v));
+    CHECK(eddy_parse_number("+Infinity", &v) && v > 1e308);
+    CHECK(eddy_parse_number(" -Infinity ", &v) && v < -1e308);
 }
 
 static void test_dumps_like_json_stringify(void)
