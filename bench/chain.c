@@ -95,5 +95,6 @@ int main(int argc, char **argv)
     eddy_engine_free(engine);
     eddy_loop_free(loop);
     eddy_registry_free(reg);
+    eddy_mem_release_cache();
     return received == total ? 0 : 1;
 }

@@ -1212,7 +1212,8 @@ static int ch_put(eddy_node *node, const ch_ref *ref, json_t *msg, json_t *value
         json_decref(value);
         return CH_SKIP;
     }
-    eddy_err err = {0};
+    eddy_err err;
+    eddy_err_clear(&err);
     int rc = eddy_node_context_set(node, ch_ctx(ref->scope), key, value, &err);
     eddy_free(key);
     if (rc != EDDY_OK) {
@@ -1226,14 +1227,19 @@ static int ch_put(eddy_node *node, const ch_ref *ref, json_t *msg, json_t *value
 static int ch_to_value(eddy_node *node, const ch_rule *r, json_t *msg, json_t **out)
 {
     *out = NULL;
-    eddy_err err = {0};
+    eddy_err err;
+    eddy_err_clear(&err);
     bool skip;
     switch (r->tot) {
     case CT_STR:
     case CT_NUM:
     case CT_BOOL:
     case CT_JSON:
-        *out = json_deep_copy(r->to_value);
+        /* Scalars are never changed in place, so a constant one can be shared; objects and
+         * arrays are copied because later rules and nodes may change them. */
+        *out = json_is_object(r->to_value) || json_is_array(r->to_value)
+                   ? json_deep_copy(r->to_value)
+                   : json_incref(r->to_value);
         if (*out)
             return CH_NEXT;
         eddy_node_error(node, msg, "out of memory");

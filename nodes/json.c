@@ -59,7 +59,8 @@ static int json_setup(eddy_node *node, void *state, eddy_err *err)
 static void json_input(eddy_node *node, void *state, json_t *msg)
 {
     struct json_state *st = state;
-    eddy_err err = {0};
+    eddy_err err;
+    eddy_err_clear(&err);
 
     /* Node-RED validates against msg.schema with ajv; eddy has no JSON Schema validator, and
      * passing the message on unchecked would claim a validation that did not happen. */

@@ -859,7 +859,8 @@ static json_t *template_value(eddy_node *node, struct template_state *st, const 
             eddy_node_error(node, msg, "the result is not valid UTF-8 text (or out of memory)");
         return s;
     }
-    eddy_err err = {0};
+    eddy_err err;
+    eddy_err_clear(&err);
     json_t *v = eddy_json_loadb(text, len, &err);
     if (!v) {
         if (err.line > 0)
@@ -873,7 +874,8 @@ static json_t *template_value(eddy_node *node, struct template_state *st, const 
 static void template_input(eddy_node *node, void *state, json_t *msg)
 {
     struct template_state *st = state;
-    eddy_err err = {0};
+    eddy_err err;
+    eddy_err_clear(&err);
     json_t *value = NULL;
     const json_t *msg_tpl = NULL;
 

@@ -266,11 +266,6 @@ void eddy_node_send(eddy_node *node, int output, json_t *msg)
         return;
     }
     node_list *targets = &node->outputs[output];
-    if (!json_object_get(msg, "_msgid")) { /* as Node-RED's send does */
-        char id[17];
-        eddy_msg_new_id(id);
-        json_object_set_new(msg, "_msgid", json_string(id));
-    }
     /* The first target gets the message itself, the others copies (as Node-RED). */
     for (int i = 1; i < targets->count; i++)
         enqueue(node->engine, targets->items[i], eddy_msg_clone(msg));
@@ -287,6 +282,12 @@ void eddy_node_send_array(eddy_node *node, json_t *msgs)
     }
     json_array_foreach(msgs, port, entry)
     {
+        /* Script nodes build messages from scratch; Node-RED's send gives them an id. */
+        if (json_is_object(entry) && !json_object_get(entry, "_msgid")) {
+            char id[17];
+            eddy_msg_new_id(id);
+            json_object_set_new(entry, "_msgid", json_string(id));
+        }
         if (json_is_object(entry)) {
             eddy_node_send(node, (int)port, json_incref(entry));
         } else if (json_is_array(entry)) {

@@ -269,8 +269,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "help") == 0)
         return print_help(argc > 2 ? argv[2] : NULL);
-    if (strcmp(cmd, "run") == 0)
-        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0) {
+        int rc = cmd_run(argc - 1, argv + 1);
+        eddy_mem_release_cache();
+        return rc;
+    }
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "nodes") == 0)

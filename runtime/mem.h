@@ -15,8 +15,12 @@ char *eddy_strndup(const char *s, size_t n);
 /* Accepts NULL. */
 void eddy_free(void *ptr);
 
-/* Routes jansson's allocations through eddy_malloc/eddy_free. Call once at start. */
+/* Routes jansson's allocations through eddy_malloc/eddy_free. Call once at start. With
+ * EDDY_NO_MEM_CACHE set in the environment (valgrind runs), freed blocks are not cached. */
 void eddy_mem_install(void);
+/* Returns the calling thread's cached free blocks to the system (at thread or program
+ * end, so leak checkers see nothing held). */
+void eddy_mem_release_cache(void);
 /* Bytes currently allocated through this module (all threads). */
 size_t eddy_mem_in_use(void);
 /* Tests: make the 'n'th allocation from now fail (1 = the next one); 0 turns it off. */

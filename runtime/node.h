@@ -116,10 +116,13 @@ eddy_loop *eddy_node_loop(eddy_node *node);
 /* ---- messages ---- */
 
 /* Sends 'msg' on output 'output' (0-based). Takes 'msg'. The first wire gets it, the others
- * deep copies; with no wire it is freed. Delivery is queued (ordered per wire). */
+ * deep copies; with no wire it is freed. Delivery is queued (ordered per wire). A message
+ * a node makes must come from eddy_msg_new (or be a copy of one), so it has a _msgid; this
+ * hot path does not check. */
 void eddy_node_send(eddy_node *node, int output, json_t *msg);
 /* Node-RED's send(array): 'msgs' is an array with one entry per output: null (nothing), a
- * message, or an array of messages sent in order. Takes 'msgs'. */
+ * message, or an array of messages sent in order. Takes 'msgs'. Top-level messages
+ * without a _msgid get a fresh one, as Node-RED's send does. */
 void eddy_node_send_array(eddy_node *node, json_t *msgs);
 /* Tells complete nodes in scope that 'msg' is finished. Borrowed: copies what it needs. */
 void eddy_node_done(eddy_node *node, const json_t *msg);

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs eddy's benchmarks (built by `make build`) and prints their figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD:-build}
+echo "== chain: inject -> change -> switch -> 10 x change -> sink"
+for i in 1 2 3; do "$build/bench/bench_chain" "${MESSAGES:-2000000}"; done
