@@ -162,68 +162,6 @@ static const eddy_prop delay_props[] = {
 
 /* ---- helpers ---- */
 
-/* JavaScript's parseFloat: the longest decimal prefix of String(value), after white space. */
-static bool js_parse_float(const json_t *value, double *out)
-{
-    if (value == NULL) {
-        return false;
-    }
-    if (json_is_number(value)) {
-        *out = json_number_value(value);
-        return true;
-    }
-    char *text = eddy_json_to_string(value, false);
-    if (!text) {
-        return false;
-    }
-    const char *s = text;
-    while (*s == ' ' || (*s >= '\t' && *s <= '\r')) {
-        s++;
-    }
-    const char *p = s;
-    if (*p == '+' || *p == '-') {
-        p++;
-    }
-    bool ok = false;
-    if (strncmp(p, "Infinity", 8) == 0) {
-        *out = *s == '-' ? -INFINITY : INFINITY;
-        ok = true;
-    } else {
-        size_t digits = 0;
-        while (*p >= '0' && *p <= '9') {
-            p++, digits++;
-        }
-        if (*p == '.') {
-            p++;
-            while (*p >= '0' && *p <= '9') {
-                p++, digits++;
-            }
-        }
-        if (digits > 0 && (*p == 'e' || *p == 'E')) {
-            const char *q = p + 1;
-            if (*q == '+' || *q == '-') {
-                q++;
-            }
-            if (*q >= '0' && *q <= '9') {
-                while (*q >= '0' && *q <= '9') {
-                    q++;
-                }
-                p = q;
-            }
-        }
-        if (digits > 0) {
-            char buf[64];
-            size_t n = (size_t)(p - s) < sizeof buf - 1 ? (size_t)(p - s) : sizeof buf - 1;
-            memcpy(buf, s, n);
-            buf[n] = '\0';
-            *out = strtod(buf, NULL);
-            ok = true;
-        }
-    }
-    eddy_free(text);
-    return ok;
-}
-
 static double unit_ms(const char *units, bool plural)
 {
     const char *u = units ? units : "";
@@ -558,7 +496,7 @@ static void hold_input(eddy_node *node, struct delay_state *st, json_t *msg)
 
     if (st->mode == MODE_DELAYV) {
         double d;
-        if (js_parse_float(json_object_get(msg, "delay"), &d) && !isnan(d)) {
+        if (eddy_json_parse_float(json_object_get(msg, "delay"), &d)) {
             wait = d;
         }
         if (wait < 0) {
@@ -613,7 +551,7 @@ static int64_t rate_tick(eddy_node *node, void *state, void *data)
 static bool take_msg_rate(struct delay_state *st, const json_t *msg, double *rate)
 {
     double r;
-    if (st->allowrate && js_parse_float(json_object_get(msg, "rate"), &r) && !isnan(r)) {
+    if (st->allowrate && eddy_json_parse_float(json_object_get(msg, "rate"), &r)) {
         *rate = r;
         return true;
     }

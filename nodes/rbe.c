@@ -77,48 +77,6 @@ static const char *skip_space(const char *p)
     return p;
 }
 
-/* parseFloat(text): the longest decimal number at the start of 'text' (after white space);
- * NaN if there is none. Hex, "inf" and "nan" are not numbers here, "Infinity" is. */
-static double js_parse_float(const char *text)
-{
-    const char *p = skip_space(text), *start = p;
-    if (*p == '+' || *p == '-')
-        p++;
-    if (strncmp(p, "Infinity", 8) == 0)
-        return *start == '-' ? -INFINITY : INFINITY;
-    size_t digits = 0;
-    while (*p >= '0' && *p <= '9')
-        p++, digits++;
-    if (*p == '.') {
-        p++;
-        while (*p >= '0' && *p <= '9')
-            p++, digits++;
-    }
-    if (!digits)
-        return NAN;
-    if (*p == 'e' || *p == 'E') {
-        const char *e = p + 1;
-        if (*e == '+' || *e == '-')
-            e++;
-        if (*e >= '0' && *e <= '9') {
-            while (*e >= '0' && *e <= '9')
-                e++;
-            p = e;
-        }
-    }
-    size_t len = (size_t)(p - start);
-    char small[64];
-    char *buf = len < sizeof(small) ? small : eddy_malloc(len + 1);
-    if (!buf)
-        return NAN;
-    memcpy(buf, start, len);
-    buf[len] = '\0';
-    double v = strtod(buf, NULL);
-    if (buf != small)
-        eddy_free(buf);
-    return v;
-}
-
 /* Number(text): NaN unless the whole text (white space aside) is a number; "" is 0. */
 static double js_string_to_number(const char *text)
 {
@@ -126,17 +84,6 @@ static double js_string_to_number(const char *text)
     if (!*skip_space(text))
         return 0;
     return eddy_parse_number(text, &v) ? v : NAN;
-}
-
-/* parseFloat(value) for any JSON value (parseFloat converts its argument to a string). */
-static double value_parse_float(const json_t *value)
-{
-    if (json_is_number(value))
-        return json_number_value(value);
-    char *s = eddy_json_to_string(value, false);
-    double v = s ? js_parse_float(s) : NAN;
-    eddy_free(s);
-    return v;
 }
 
 /* ---- configuration ---- */
@@ -197,7 +144,7 @@ static int rbe_parse(struct rbe_state *st, eddy_err *err)
         size_t len = strlen(g);
         if (g[len - 1] == '%') {
             st->percent = true;
-            st->gap_value = js_parse_float(g);
+            st->gap_value = eddy_js_parse_float(g);
         } else {
             st->gap_value = js_string_to_number(g);
         }
@@ -392,7 +339,8 @@ static void rbe_input(eddy_node *node, void *state, json_t *msg)
         bool send;
         pass = rbe_changed(st, k, value, &send) && send;
     } else {
-        double n = value_parse_float(value);
+        double n = NAN; /* parseFloat of the value; stays NaN if it is none */
+        eddy_json_parse_float(value, &n);
         if (isnan(n)) {
             eddy_node_warn(node, "no number found in payload");
             pass = false;

@@ -128,68 +128,6 @@ static bool type_is(const char *type, const char *name)
     return strcmp(type, name) == 0;
 }
 
-/* JavaScript's parseFloat: the longest decimal prefix of String(value), after white space. */
-static bool js_parse_float(const json_t *value, double *out)
-{
-    if (value == NULL) {
-        return false;
-    }
-    if (json_is_number(value)) {
-        *out = json_number_value(value);
-        return true;
-    }
-    char *text = eddy_json_to_string(value, false);
-    if (!text) {
-        return false;
-    }
-    const char *s = text;
-    while (*s == ' ' || (*s >= '\t' && *s <= '\r')) {
-        s++;
-    }
-    const char *p = s;
-    if (*p == '+' || *p == '-') {
-        p++;
-    }
-    bool ok = false;
-    if (strncmp(p, "Infinity", 8) == 0) {
-        *out = *s == '-' ? -INFINITY : INFINITY;
-        ok = true;
-    } else {
-        size_t digits = 0;
-        while (*p >= '0' && *p <= '9') {
-            p++, digits++;
-        }
-        if (*p == '.') {
-            p++;
-            while (*p >= '0' && *p <= '9') {
-                p++, digits++;
-            }
-        }
-        if (digits > 0 && (*p == 'e' || *p == 'E')) {
-            const char *q = p + 1;
-            if (*q == '+' || *q == '-') {
-                q++;
-            }
-            if (*q >= '0' && *q <= '9') {
-                while (*q >= '0' && *q <= '9') {
-                    q++;
-                }
-                p = q;
-            }
-        }
-        if (digits > 0) {
-            char buf[64];
-            size_t n = (size_t)(p - s) < sizeof buf - 1 ? (size_t)(p - s) : sizeof buf - 1;
-            memcpy(buf, s, n);
-            buf[n] = '\0';
-            *out = strtod(buf, NULL);
-            ok = true;
-        }
-    }
-    eddy_free(text);
-    return ok;
-}
-
 /* A configured value as JavaScript's String() would give it, with Node-RED's '|| default'
  * for falsy values. Ownership: new, eddy_free. */
 static char *config_text(const json_t *value, const char *def)
@@ -707,7 +645,7 @@ static void trigger_input(eddy_node *node, void *state, json_t *msg)
     }
     double delay = st->duration_ms;
     double d;
-    if (st->override_delay && js_parse_float(json_object_get(msg, "delay"), &d) && !isnan(d)) {
+    if (st->override_delay && eddy_json_parse_float(json_object_get(msg, "delay"), &d)) {
         delay = d;
     }
     trig_entry *e = table_find(st, key);
@@ -847,7 +785,7 @@ static int trigger_configure(struct trigger_state *st, eddy_err *err)
     }
 
     double d;
-    st->duration_ms = js_parse_float(st->duration_cfg, &d) && !isnan(d) ? d : 250;
+    st->duration_ms = eddy_json_parse_float(st->duration_cfg, &d) ? d : 250;
     st->extend = st->extend_cfg;
     if (st->duration_ms < 0) {
         st->loop = true;

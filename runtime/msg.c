@@ -350,6 +350,68 @@ bool eddy_parse_number(const char *text, double *out)
     return true;
 }
 
+double eddy_js_parse_float(const char *text)
+{
+    const char *p = text;
+    while (isspace((unsigned char)*p))
+        p++;
+    const char *start = p;
+    if (*p == '+' || *p == '-')
+        p++;
+    if (strncmp(p, "Infinity", 8) == 0)
+        return *start == '-' ? -INFINITY : INFINITY;
+    size_t digits = 0;
+    while (*p >= '0' && *p <= '9')
+        p++, digits++;
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9')
+            p++, digits++;
+    }
+    if (!digits)
+        return NAN;
+    if (*p == 'e' || *p == 'E') {
+        const char *e = p + 1;
+        if (*e == '+' || *e == '-')
+            e++;
+        if (*e >= '0' && *e <= '9') {
+            while (*e >= '0' && *e <= '9')
+                e++;
+            p = e;
+        }
+    }
+    size_t len = (size_t)(p - start);
+    char small[64];
+    char *buf = len < sizeof(small) ? small : eddy_malloc(len + 1);
+    if (!buf)
+        return NAN;
+    memcpy(buf, start, len);
+    buf[len] = '\0';
+    double v = strtod(buf, NULL);
+    if (buf != small)
+        eddy_free(buf);
+    return v;
+}
+
+bool eddy_json_parse_float(const json_t *value, double *out)
+{
+    if (!value)
+        return false;
+    if (json_is_number(value)) {
+        *out = json_number_value(value);
+        return true;
+    }
+    char *text = eddy_json_to_string(value, false);
+    if (!text)
+        return false;
+    double v = eddy_js_parse_float(text);
+    eddy_free(text);
+    if (isnan(v))
+        return false;
+    *out = v;
+    return true;
+}
+
 char *eddy_format_number(double v, char *buf)
 {
     if (isnan(v))

@@ -61,6 +61,12 @@ json_t *eddy_json_number(double v);
 /* Parses text as JavaScript's Number() would for plain decimal text (leading/trailing
  * white space allowed, "" is not a number here). Returns false if not a number. */
 bool eddy_parse_number(const char *text, double *out);
+/* JavaScript's parseFloat: the longest decimal prefix after white space ("12abc" is 12,
+ * "Infinity" counts), NAN when there is none. */
+double eddy_js_parse_float(const char *text);
+/* parseFloat of a JSON value: numbers as they are, anything else through its String()
+ * text. False (and 'out' untouched) when the result is not a number. */
+bool eddy_json_parse_float(const json_t *value, double *out);
 /* Formats 'v' as JavaScript's String(v) does (shortest round trip, "NaN", "Infinity",
  * exponent forms past 1e21). 'buf' needs 32 bytes. Returns 'buf'. */
 char *eddy_format_number(double v, char *buf);

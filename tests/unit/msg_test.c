@@ -1,4 +1,6 @@
 /* msg_test.c: property paths, JavaScript number text, JSON encoding and deep equality. */
+#include <math.h>
+
 #include "check.h"
 #include "msg.h"
 
@@ -81,6 +83,21 @@ static void test_parse_number(void)
     CHECK(eddy_parse_number(" -Infinity ", &v) && v < -1e308);
 }
 
+static void test_js_parse_float(void)
+{
+    CHECK(eddy_js_parse_float("  12.5abc") == 12.5);
+    CHECK(eddy_js_parse_float("-3e2x") == -300);
+    CHECK(eddy_js_parse_float("1e") == 1);
+    CHECK(eddy_js_parse_float("-Infinity") < -1e308);
+    CHECK(isnan(eddy_js_parse_float("abc")));
+    CHECK(isnan(eddy_js_parse_float("0x")) == 0); /* parseFloat("0x") is 0 */
+    double v = 0;
+    json_t *s = json_string(" 7 seconds");
+    CHECK(eddy_json_parse_float(s, &v) && v == 7);
+    json_decref(s);
+    CHECK(!eddy_json_parse_float(NULL, &v));
+}
+
 static void test_dumps_like_json_stringify(void)
 {
     eddy_err err;
@@ -158,6 +175,7 @@ static const check_test tests[] = {{"path_parse", test_path_parse},
                                    {"path_set_creates", test_path_set_creates},
                                    {"number_text", test_number_text},
                                    {"parse_number", test_parse_number},
+                                   {"js_parse_float", test_js_parse_float},
                                    {"dumps_like_json_stringify", test_dumps_like_json_stringify},
                                    {"big_integers_become_reals", test_big_integers_become_reals},
                                    {"parse_error_position", test_parse_error_position},
