@@ -33,6 +33,11 @@ typedef struct loop_hook {
     void *data;
 } loop_hook;
 
+typedef struct hook_list {
+    loop_hook *items;
+    int count, cap;
+} hook_list;
+
 struct eddy_loop {
     eddy_clock_mode mode;
     uv_loop_t uv;            /* real mode only */
@@ -50,8 +55,9 @@ struct eddy_loop {
     eddy_loop_work_fn work_fn;
     void *work_data;
     bool work_pending;
-    loop_hook *hooks;
-    int hook_count, hook_cap;
+    hook_list before_sleep; /* commits */
+    hook_list flush;        /* acknowledgements, only when settled */
+    long holds;             /* input taken but not yet durable (eddy_loop_hold) */
 };
 
 /* ---- heap ---- */
@@ -255,10 +261,18 @@ static void on_uv_idle(uv_idle_t *handle)
     }
 }
 
+static void run_hooks(eddy_loop *loop, const hook_list *list)
+{
+    for (int i = 0; i < list->count; i++)
+        list->items[i].fn(loop, list->items[i].data);
+}
+
+/* Commits first; acknowledgements only if nothing taken in is still unfinished. */
 static void run_before_sleep(eddy_loop *loop)
 {
-    for (int i = 0; i < loop->hook_count; i++)
-        loop->hooks[i].fn(loop, loop->hooks[i].data);
+    run_hooks(loop, &loop->before_sleep);
+    if (eddy_loop_settled(loop))
+        run_hooks(loop, &loop->flush);
 }
 
 static void on_uv_prepare(uv_prepare_t *handle)
@@ -331,7 +345,8 @@ void eddy_loop_free(eddy_loop *loop)
             eddy_log(EDDY_LOG_WARN, "[loop] handles still open at close (a module leaked one)");
     }
     eddy_free(loop->heap);
-    eddy_free(loop->hooks);
+    eddy_free(loop->before_sleep.items);
+    eddy_free(loop->flush.items);
     eddy_free(loop);
 }
 
@@ -387,30 +402,71 @@ void eddy_loop_work_pending(eddy_loop *loop)
         uv_idle_start(&loop->uv_idle, on_uv_idle);
 }
 
-int eddy_loop_add_before_sleep(eddy_loop *loop, eddy_loop_hook_fn fn, void *data)
+static int hook_add(hook_list *list, eddy_loop_hook_fn fn, void *data)
 {
-    if (loop->hook_count == loop->hook_cap) {
-        int cap = loop->hook_cap ? loop->hook_cap * 2 : 4;
-        loop_hook *h = eddy_realloc(loop->hooks, (size_t)cap * sizeof(*h));
+    if (list->count == list->cap) {
+        int cap = list->cap ? list->cap * 2 : 4;
+        loop_hook *h = eddy_realloc(list->items, (size_t)cap * sizeof(*h));
         if (!h)
             return EDDY_ENOMEM;
-        loop->hooks = h;
-        loop->hook_cap = cap;
+        list->items = h;
+        list->cap = cap;
     }
-    loop->hooks[loop->hook_count++] = (loop_hook){fn, data};
+    list->items[list->count++] = (loop_hook){fn, data};
     return EDDY_OK;
+}
+
+static void hook_remove(hook_list *list, eddy_loop_hook_fn fn, void *data)
+{
+    for (int i = 0; i < list->count; i++) {
+        if (list->items[i].fn == fn && list->items[i].data == data) {
+            memmove(&list->items[i], &list->items[i + 1],
+                    (size_t)(list->count - i - 1) * sizeof(loop_hook));
+            list->count--;
+            return;
+        }
+    }
+}
+
+int eddy_loop_add_before_sleep(eddy_loop *loop, eddy_loop_hook_fn fn, void *data)
+{
+    return hook_add(&loop->before_sleep, fn, data);
 }
 
 void eddy_loop_remove_before_sleep(eddy_loop *loop, eddy_loop_hook_fn fn, void *data)
 {
-    for (int i = 0; i < loop->hook_count; i++) {
-        if (loop->hooks[i].fn == fn && loop->hooks[i].data == data) {
-            memmove(&loop->hooks[i], &loop->hooks[i + 1],
-                    (size_t)(loop->hook_count - i - 1) * sizeof(loop_hook));
-            loop->hook_count--;
-            return;
-        }
+    hook_remove(&loop->before_sleep, fn, data);
+}
+
+int eddy_loop_add_flush(eddy_loop *loop, eddy_loop_hook_fn fn, void *data)
+{
+    return hook_add(&loop->flush, fn, data);
+}
+
+void eddy_loop_remove_flush(eddy_loop *loop, eddy_loop_hook_fn fn, void *data)
+{
+    hook_remove(&loop->flush, fn, data);
+}
+
+/* ---- settledness: what acknowledgements wait for ---- */
+
+void eddy_loop_hold(eddy_loop *loop, long n)
+{
+    loop->holds += n;
+}
+
+void eddy_loop_release(eddy_loop *loop, long n)
+{
+    loop->holds -= n;
+    if (loop->holds < 0) {
+        eddy_log(EDDY_LOG_ERROR, "[loop] released more holds than were taken");
+        loop->holds = 0;
     }
+}
+
+bool eddy_loop_settled(const eddy_loop *loop)
+{
+    return !loop->work_pending && loop->holds == 0;
 }
 
 /* ---- manual clock ---- */

@@ -73,6 +73,20 @@ void eddy_loop_work_pending(eddy_loop *loop);
 int eddy_loop_add_before_sleep(eddy_loop *loop, eddy_loop_hook_fn fn, void *data);
 void eddy_loop_remove_before_sleep(eddy_loop *loop, eddy_loop_hook_fn fn, void *data);
 
+/* Acknowledgements follow work. A module that takes input from outside (MQTT) sends its
+ * acknowledgements from a flush hook: flush hooks run after the before-sleep hooks (where
+ * the event store commits), and only in an iteration where the loop is settled: the run
+ * queue is empty and no hold is outstanding. A module whose work is not finished when the
+ * queue empties (appends waiting for their commit) holds the loop until it is. */
+int eddy_loop_add_flush(eddy_loop *loop, eddy_loop_hook_fn fn, void *data);
+void eddy_loop_remove_flush(eddy_loop *loop, eddy_loop_hook_fn fn, void *data);
+/* Takes 'n' holds / gives 'n' back. Give back from the loop thread; a worker thread
+ * finishing work posts to the loop first (then calls eddy_loop_wakeup). */
+void eddy_loop_hold(eddy_loop *loop, long n);
+void eddy_loop_release(eddy_loop *loop, long n);
+/* true when no work is pending and no hold is outstanding. */
+bool eddy_loop_settled(const eddy_loop *loop);
+
 /* Manual mode: drains all work and runs due timers and before-sleep hooks until nothing is
  * left to do at the current virtual time. Returns the number of timer firings. */
 int eddy_loop_settle(eddy_loop *loop);

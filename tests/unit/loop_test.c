@@ -122,6 +122,58 @@ static void test_real_clock(void)
     eddy_loop_free(loop);
 }
 
+/* Acks follow work: flush hooks run only after the work queue is empty and every hold
+ * is released, and always after the before-sleep (commit) hooks of the same iteration. */
+static int work_left;
+static char hook_log[64];
+
+static bool do_work(eddy_loop *loop, void *data)
+{
+    strncat(hook_log, "w", sizeof(hook_log) - strlen(hook_log) - 1);
+    return --work_left > 0;
+}
+
+static void commit_hook(eddy_loop *loop, void *data)
+{
+    strncat(hook_log, "c", sizeof(hook_log) - strlen(hook_log) - 1);
+    if (data)
+        eddy_loop_release(loop, 1);
+}
+
+static void flush_hook(eddy_loop *loop, void *data)
+{
+    strncat(hook_log, "F", sizeof(hook_log) - strlen(hook_log) - 1);
+}
+
+static void test_flush_waits_for_work_and_holds(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, NULL);
+    hook_log[0] = '\0';
+    eddy_loop_set_work(loop, do_work, NULL);
+    CHECK_INT_EQ(eddy_loop_add_flush(loop, flush_hook, NULL), EDDY_OK);
+    CHECK_INT_EQ(eddy_loop_add_before_sleep(loop, commit_hook, NULL), EDDY_OK);
+    work_left = 3;
+    eddy_loop_work_pending(loop);
+    CHECK(!eddy_loop_settled(loop));
+    eddy_loop_settle(loop);
+    CHECK_STR_EQ(hook_log, "wwwcF");
+    CHECK(eddy_loop_settled(loop));
+
+    /* A hold keeps the flush back until the commit hook releases it. */
+    hook_log[0] = '\0';
+    eddy_loop_hold(loop, 1);
+    CHECK(!eddy_loop_settled(loop));
+    eddy_loop_remove_before_sleep(loop, commit_hook, NULL);
+    eddy_loop_settle(loop);
+    CHECK_STR_EQ(hook_log, ""); /* held: no flush */
+    hook_log[0] = '\0';
+    eddy_loop_add_before_sleep(loop, commit_hook, (void *)1);
+    eddy_loop_settle(loop);
+    CHECK_STR_EQ(hook_log, "cF");
+    CHECK(eddy_loop_settled(loop));
+    eddy_loop_free(loop);
+}
+
 static const check_test tests[] = {
     {"deadline_order", test_deadline_order},
     {"repeat", test_repeat},
@@ -129,6 +181,7 @@ static const check_test tests[] = {
     {"stop_before_and_free_finalizes", test_stop_before_and_free_finalizes},
     {"wall_clock_follows_virtual", test_wall_clock_follows_virtual},
     {"real_clock", test_real_clock},
+    {"flush_waits_for_work_and_holds", test_flush_waits_for_work_and_holds},
     {NULL, NULL}};
 
 CHECK_MAIN(tests)
