@@ -38,10 +38,10 @@ bench: build
 	bash bench/run.sh
 
 format:
-	clang-format -i runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format -i runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c examples/*/*.c
 
 format-check:
-	clang-format --dry-run -Werror runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format --dry-run -Werror runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c examples/*/*.c
 
 clean:
 	rm -rf build build-asan

@@ -19,6 +19,7 @@ typedef struct eddy_harness_opts {
     bool real_clock;       /* true: use the real clock instead */
     int64_t wall_start;    /* manual clock: wall time at virtual 0; 0 = 2024-01-01T00:00Z */
     size_t queue_limit;    /* engine queue bound; 0 = engine default */
+    const eddy_node_type *const *extra_types; /* NULL-terminated test-only types, or NULL */
 } eddy_harness_opts;
 
 /* Loads 'flow_json' (a Node-RED flow array as text) with the native types plus "helper",
