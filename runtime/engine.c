@@ -354,59 +354,16 @@ const json_t *eddy_node_config(const eddy_node *node)
 /* ---- "${VAR}" properties ---- */
 
 /* Node-RED replaces a property whose whole value is "${NAME}" by that env variable before
- * the node starts. True if 'v' holds such a string anywhere. */
-static bool is_env_ref(const json_t *v)
+ * the node starts: from the node's scope (subflow instance, tab), then the process. */
+static json_t *resolve_env(void *data, const char *name)
 {
-    const char *s = json_string_value(v);
-    size_t len = s ? strlen(s) : 0;
-    return len > 3 && s[0] == '$' && s[1] == '{' && s[len - 1] == '}' &&
-           !memchr(s + 2, '}', len - 3);
-}
-
-static bool has_env_ref(const json_t *v, int depth)
-{
-    if (is_env_ref(v))
-        return true;
-    if (depth > 8)
-        return false;
-    const char *key;
-    json_t *item;
-    size_t i;
-    if (json_is_object(v)) {
-        json_object_foreach((json_t *)v, key, item) if (strcmp(key, "wires") != 0 &&
-                                                        has_env_ref(item, depth + 1)) return true;
-    } else if (json_is_array(v)) {
-        json_array_foreach(v, i, item) if (has_env_ref(item, depth + 1)) return true;
-    }
-    return false;
-}
-
-static json_t *substitute_env(eddy_node *n, json_t *v, int depth)
-{
-    if (is_env_ref(v)) {
-        const char *s = json_string_value(v);
-        char name[256];
-        snprintf(name, sizeof(name), "%.*s", (int)(strlen(s) - 3), s + 2);
-        json_t *value = eddy_node_env(n, name);
-        char *text = value ? eddy_json_to_string(value, true) : eddy_strdup("");
-        json_t *out = json_string(text ? text : "");
-        eddy_free(text);
-        return out;
-    }
-    if (depth <= 8 && (json_is_object(v) || json_is_array(v))) {
-        const char *key;
-        json_t *item;
-        size_t i;
-        if (json_is_object(v)) {
-            json_object_foreach(v, key,
-                                item) if (strcmp(key, "wires") != 0 && has_env_ref(item, depth + 1))
-                json_object_set_new(v, key, substitute_env(n, item, depth + 1));
-        } else {
-            json_array_foreach(v, i, item) if (has_env_ref(item, depth + 1))
-                json_array_set_new(v, i, substitute_env(n, item, depth + 1));
-        }
-    }
-    return json_incref(v);
+    json_t *value = eddy_node_env(data, name);
+    if (!value)
+        return NULL;
+    char *text = eddy_json_to_string(value, true);
+    json_t *out = json_string(text ? text : "");
+    eddy_free(text);
+    return out;
 }
 
 void *eddy_node_state(eddy_node *node)
@@ -468,8 +425,9 @@ static void node_logv(eddy_node *node, eddy_log_level level, char *out, size_t s
     if (out)
         snprintf(out, size, "%s", text);
     const char *name = eddy_node_name(node);
-    eddy_log(level, "[node %s (%s)%s%s%s on %s] %s", node->fn->id, node->type->name,
-             *name ? " \"" : "", name, *name ? "\"" : "", eddy_node_tab(node), text);
+    const char *tab = eddy_node_tab(node); /* config nodes have none */
+    eddy_log(level, "[node %s (%s)%s%s%s%s%s] %s", node->fn->id, node->type->name,
+             *name ? " \"" : "", name, *name ? "\"" : "", *tab ? " on " : "", tab, text);
 }
 
 void eddy_node_log(eddy_node *node, const char *fmt, ...)
@@ -575,8 +533,9 @@ void eddy_node_error(eddy_node *node, const json_t *msg, const char *fmt, ...)
     if (handled)
         return;
     e->stats.uncaught++;
-    eddy_log(EDDY_LOG_ERROR, "[node %s (%s) on %s] %s", node->fn->id, node->type->name,
-             eddy_node_tab(node), text);
+    const char *tab = eddy_node_tab(node);
+    eddy_log(EDDY_LOG_ERROR, "[node %s (%s)%s%s] %s", node->fn->id, node->type->name,
+             *tab ? " on " : "", tab, text);
     if (e->hooks.on_uncaught)
         e->hooks.on_uncaught(e->hooks.data, node, text);
 }
@@ -939,11 +898,9 @@ static void fill_report(void *data, int code, const char *msg)
 static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
 {
     const eddy_node_type *t = n->type;
-    if (has_env_ref(n->config, 0)) {
+    if (node__has_env_ref(n->config)) {
         /* the flow document stays as deployed; the node sees the substituted copy */
-        json_t *copy = json_deep_copy(n->config);
-        n->own_config = copy ? substitute_env(n, copy, 0) : NULL;
-        json_decref(copy);
+        n->own_config = node__substitute_env(n->config, resolve_env, n);
         if (!n->own_config) {
             report(problems, n, EDDY_ENOMEM, "out of memory substituting env properties");
             return EDDY_ENOMEM;

@@ -17,7 +17,8 @@
 
 #define MAX_BROKERS 8
 
-static test_broker *running[MAX_BROKERS];
+/* pids of brokers still running, killed at exit even if a test failed half-way */
+static pid_t running[MAX_BROKERS];
 
 static void sleep_ms(int ms)
 {
@@ -54,9 +55,13 @@ static bool accepts(int port)
 
 void test_broker_kill_all(void)
 {
-    for (int i = 0; i < MAX_BROKERS; i++)
-        if (running[i] && running[i]->pid > 0)
-            test_broker_stop(running[i], SIGKILL);
+    for (int i = 0; i < MAX_BROKERS; i++) {
+        if (running[i] > 0) {
+            kill(running[i], SIGKILL);
+            waitpid(running[i], NULL, 0);
+            running[i] = 0;
+        }
+    }
 }
 
 static int spawn(test_broker *b)
@@ -86,12 +91,21 @@ static int spawn(test_broker *b)
         _exit(127);
     }
     b->pid = pid;
+    for (int i = 0; i < MAX_BROKERS; i++) {
+        if (running[i] == 0) {
+            running[i] = pid;
+            break;
+        }
+    }
     for (int i = 0; i < 500; i++) {
         if (accepts(b->port))
             return 0;
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
             fprintf(stderr, "test_broker: mosquitto exited (see %s)\n", log);
+            for (int k = 0; k < MAX_BROKERS; k++)
+                if (running[k] == pid)
+                    running[k] = 0;
             b->pid = 0;
             return -1;
         }
@@ -114,12 +128,6 @@ int test_broker_start(test_broker *b, const char *extra_conf)
         return -1;
     snprintf(b->extra, sizeof(b->extra), "%s", extra_conf ? extra_conf : "");
     b->port = free_port();
-    for (int i = 0; i < MAX_BROKERS; i++) {
-        if (!running[i]) {
-            running[i] = b;
-            break;
-        }
-    }
     return b->port > 0 ? spawn(b) : -1;
 }
 
@@ -129,6 +137,9 @@ void test_broker_stop(test_broker *b, int sig)
         return;
     kill(b->pid, sig);
     waitpid(b->pid, NULL, 0);
+    for (int i = 0; i < MAX_BROKERS; i++)
+        if (running[i] == b->pid)
+            running[i] = 0;
     b->pid = 0;
 }
 
