@@ -529,6 +529,83 @@ static void test_broker_outage(void)
     CHECK_INT_EQ(eddy_harness_free(h), 0);
 }
 
+/* ---- what mqtt out sends, birth and close messages ---- */
+
+static const char *out_flow =
+    "[{\"id\":\"b\",\"type\":\"mqtt-broker\",\"broker\":\"127.0.0.1\",\"port\":\"%d\","
+    "\"birthTopic\":\"st/eddy\",\"birthPayload\":\"online\",\"birthQos\":\"1\","
+    "\"closeTopic\":\"st/eddy\",\"closePayload\":\"offline\",\"closeQos\":\"1\"},"
+    "{\"id\":\"o1\",\"type\":\"mqtt out\",\"topic\":\"\",\"qos\":\"\",\"retain\":\"\","
+    "\"broker\":\"b\"},"
+    "{\"id\":\"o2\",\"type\":\"mqtt out\",\"topic\":\"fixed/t\",\"qos\":\"1\","
+    "\"retain\":\"true\",\"broker\":\"b\"}]";
+
+static void test_out_payloads_birth_close(void)
+{
+    reset_records();
+    test_client *c = test_client_new(broker.port, "out-sub", false);
+    CHECK(c);
+    CHECK_INT_EQ(test_client_subscribe(c, "out/#", 1), 0);
+    CHECK_INT_EQ(test_client_subscribe(c, "st/#", 1), 0);
+    eddy_harness *h = start_flow(out_flow, broker.port, NULL);
+    CHECK(h);
+    CHECK(wait_status(h, "o1", "common.status.connected", 3000));
+    const char *payloads[] = {"{\"a\":{\"b\":[1,2]}}",
+                              "42",
+                              "2.5",
+                              "true",
+                              "null",
+                              "\"text\"",
+                              "{\"type\":\"Buffer\",\"data\":[104,105]}"};
+    const char *sent_as[] = {"{\"a\":{\"b\":[1,2]}}", "42", "2.5", "true", "", "text", "hi"};
+    for (int i = 0; i < 7; i++) {
+        char topic[16];
+        snprintf(topic, sizeof(topic), "out/%d", i);
+        json_t *m = json_pack("{s:s, s:o, s:i}", "topic", topic, "payload",
+                              json_loads(payloads[i], JSON_DECODE_ANY, NULL), "qos", 1);
+        CHECK_INT_EQ(eddy_harness_send(h, "o1", m), 0);
+    }
+    /* the node's topic, QoS and retain win over the message's */
+    CHECK_INT_EQ(eddy_harness_send(h, "o2",
+                                   json_pack("{s:s, s:s, s:i, s:b}", "topic", "out/no", "payload",
+                                             "fixed", "qos", 0, "retain", 0)),
+                 0);
+    int64_t until = now_ms() + 3000;
+    while (test_client_count(c) < 8 && now_ms() < until)
+        pump(h, 5, NULL, 0);
+    CHECK_INT_EQ(eddy_harness_free(h), 0); /* sends the close message */
+    until = now_ms() + 3000;
+    while (test_client_count(c) < 9 && now_ms() < until)
+        nap();
+    json_t *got_out = test_client_take(c, true);
+    CHECK_INT_EQ(json_array_size(got_out), 9);
+    CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(got_out, 0), "payload")),
+                 "online");
+    for (int i = 0; i < 7; i++) {
+        json_t *m = json_array_get(got_out, (size_t)i + 1);
+        char topic[16];
+        snprintf(topic, sizeof(topic), "out/%d", i);
+        CHECK_STR_EQ(json_string_value(json_object_get(m, "topic")), topic);
+        CHECK_STR_EQ(json_string_value(json_object_get(m, "payload")), sent_as[i]);
+    }
+    json_decref(got_out);
+    test_client_free(c);
+    /* fixed/t was retained: a new subscriber gets it */
+    c = test_client_new(broker.port, "out-sub2", false);
+    CHECK(c);
+    CHECK_INT_EQ(test_client_subscribe(c, "fixed/t", 1), 0);
+    until = now_ms() + 3000;
+    while (test_client_count(c) < 1 && now_ms() < until)
+        nap();
+    got_out = test_client_take(c, false);
+    CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(got_out, 0), "payload")),
+                 "fixed");
+    CHECK(json_is_true(json_object_get(json_array_get(got_out, 0), "retain")));
+    json_decref(got_out);
+    CHECK_INT_EQ(test_client_publish(c, "fixed/t", "", 0, 1, true), 0);
+    test_client_free(c);
+}
+
 /* ---- persistent session ---- */
 
 static const char *persistent_flow =
@@ -623,6 +700,7 @@ static const check_test tests[] = {{"wildcards_and_qos", test_wildcards_and_qos}
                                    {"credentials", test_credentials},
                                    {"broker_outage", test_broker_outage},
                                    {"persistent_session", test_persistent_session},
+                                   {"out_payloads_birth_close", test_out_payloads_birth_close},
                                    {"ack_waits_for_hold", test_ack_waits_for_hold},
                                    {NULL, NULL}};
 
