@@ -223,6 +223,16 @@ bool node__has_env_ref(const json_t *config)
     return has_env_ref_at(config, 0);
 }
 
+/* The value of reference 'ref' ("${NAME}"), a new reference; "" when unresolved. */
+static json_t *resolved(const json_t *ref, node__env_fn resolve, void *data)
+{
+    char name[256];
+    const char *s = json_string_value(ref);
+    snprintf(name, sizeof(name), "%.*s", (int)(strlen(s) - 3), s + 2);
+    json_t *value = resolve ? resolve(data, name) : NULL;
+    return value ? value : json_string("");
+}
+
 /* Replaces references inside 'v' (a copy the caller owns) in place. */
 static void substitute_in(json_t *v, int depth, node__env_fn resolve, void *data)
 {
@@ -236,28 +246,18 @@ static void substitute_in(json_t *v, int depth, node__env_fn resolve, void *data
         {
             if (strcmp(key, "wires") == 0)
                 continue;
-            if (node__is_env_ref(item)) {
-                char name[256];
-                const char *s = json_string_value(item);
-                snprintf(name, sizeof(name), "%.*s", (int)(strlen(s) - 3), s + 2);
-                json_t *value = resolve ? resolve(data, name) : NULL;
-                json_object_set_new(v, key, value ? value : json_string(""));
-            } else {
+            if (node__is_env_ref(item))
+                json_object_set_new(v, key, resolved(item, resolve, data));
+            else
                 substitute_in(item, depth + 1, resolve, data);
-            }
         }
     } else if (json_is_array(v)) {
         json_array_foreach(v, i, item)
         {
-            if (node__is_env_ref(item)) {
-                char name[256];
-                const char *s = json_string_value(item);
-                snprintf(name, sizeof(name), "%.*s", (int)(strlen(s) - 3), s + 2);
-                json_t *value = resolve ? resolve(data, name) : NULL;
-                json_array_set_new(v, i, value ? value : json_string(""));
-            } else {
+            if (node__is_env_ref(item))
+                json_array_set_new(v, i, resolved(item, resolve, data));
+            else
                 substitute_in(item, depth + 1, resolve, data);
-            }
         }
     }
 }
