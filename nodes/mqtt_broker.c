@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <uv.h>
 
 #include "log.h"
@@ -35,9 +36,11 @@
 #include "node.h"
 #include "tls_config.h"
 
-#define READ_BATCH       512  /* packets read per readable event before yielding */
-#define MISC_INTERVAL_MS 1000 /* keepalive check */
-#define CLOSE_TIMEOUT_MS 3000 /* how long close waits for the DISCONNECT to be written */
+#define READ_BATCH         512       /* packets read per readable event before yielding */
+#define MISC_INTERVAL_MS   1000      /* keepalive check */
+#define CLOSE_TIMEOUT_MS   3000      /* how long close waits for the DISCONNECT to be written */
+#define CONNECT_TIMEOUT_MS 10000     /* TCP, TLS and CONNACK together, independent of keepalive */
+#define MQTT_PAYLOAD_MAX   268435455 /* the largest remaining length MQTT can express */
 
 typedef enum mqtt_conn { MQTT_DOWN, MQTT_CONNECTING, MQTT_UP } mqtt_conn;
 
@@ -95,7 +98,7 @@ struct mqtt_broker {
     char *label;     /* "clientid@host:port" for the log; owned */
     uv_poll_t *poll; /* on the current socket; NULL while there is none */
     int poll_events;
-    eddy_timer *misc_timer, *retry_timer, *drain_timer, *close_timer;
+    eddy_timer *misc_timer, *retry_timer, *drain_timer, *close_timer, *connect_timer;
     mqtt_conn conn;
     bool connect_started; /* mosquitto_connect_async has run once */
     bool wanted;          /* should be connected (false after a "disconnect" action) */
@@ -104,13 +107,16 @@ struct mqtt_broker {
     bool read_paused; /* back-pressure, or closing */
     bool unsettled;   /* a QoS 1/2 message was read and the flow has not settled since */
     int64_t backoff_ms;
-    int last_connack; /* refusal reason of the last attempt, for the log */
+    int last_connack;    /* refusal reason of the last attempt, for the log */
+    int last_connect_rc; /* libmosquitto's error of the last failed attempt, for the log */
     mqtt_user *users;
     mqtt_sub *subs;
     mqtt_pending *queue_head, *queue_tail;
     size_t queue_count, queue_bytes;
     uint64_t dropped_qos0; /* QoS 0 publishes dropped during the current outage */
-    bool queue_full_said;  /* the bound was reported during the current outage */
+    size_t in_flight;      /* QoS 1/2 publishes handed to libmosquitto, not yet acknowledged */
+    unsigned char mids[65536 / 8]; /* which message ids those are (a bit each) */
+    bool queue_full_said;          /* the bound was reported during the current outage */
 };
 
 static const eddy_prop broker_props[] = {
@@ -163,18 +169,27 @@ static const eddy_prop broker_props[] = {
 
 static void poll_update(mqtt_broker *b);
 static void start_connect(mqtt_broker *b);
+static void link_down(mqtt_broker *b, int rc, const char *why);
+static void schedule_drain(mqtt_broker *b);
 static int64_t close_now(eddy_loop *loop, eddy_timer *timer, void *data);
 
 /* ---- topics ---- */
 
+/* MQTT topics are UTF-8 without U+0000 (libmosquitto also refuses control characters);
+ * a topic the broker would refuse must not reach the outgoing queue. */
+static bool topic_text_ok(const char *t)
+{
+    return t && *t && mosquitto_validate_utf8(t, (int)strlen(t)) == MOSQ_ERR_SUCCESS;
+}
+
 bool mqtt_filter_valid(const char *filter)
 {
-    return filter && *filter && mosquitto_sub_topic_check(filter) == MOSQ_ERR_SUCCESS;
+    return topic_text_ok(filter) && mosquitto_sub_topic_check(filter) == MOSQ_ERR_SUCCESS;
 }
 
 bool mqtt_topic_valid(const char *topic)
 {
-    return topic && *topic && mosquitto_pub_topic_check(topic) == MOSQ_ERR_SUCCESS;
+    return topic_text_ok(topic) && mosquitto_pub_topic_check(topic) == MOSQ_ERR_SUCCESS;
 }
 
 /* "$share/group/filter" subscriptions receive topics matching 'filter'. */
@@ -236,17 +251,33 @@ static void unwatch_socket(mqtt_broker *b)
     b->poll_events = 0;
 }
 
-/* Writes what libmosquitto has queued; callers have checked it is allowed. */
+/* libmosquitto closes its socket without calling on_disconnect on some paths (a failed
+ * TLS handshake, an EOF during it): after each call into it, a socket that is gone means
+ * the link is down. */
+static void check_link(mqtt_broker *b, int rc)
+{
+    if (b->poll && mosquitto_socket(b->mosq) < 0)
+        link_down(b, rc, rc == MOSQ_ERR_SUCCESS ? "connection closed" : mosquitto_strerror(rc));
+}
+
+/* Writes what libmosquitto has queued; callers have checked it is allowed. One call
+ * writes every queued packet until the socket is full (then the poll handle waits). */
 static void write_out(mqtt_broker *b)
 {
-    while (b->poll && mosquitto_want_write(b->mosq)) {
-        errno = 0;
-        int rc = mosquitto_loop_write(b->mosq, 1);
-        if (rc != MOSQ_ERR_SUCCESS)
-            return; /* libmosquitto closed the socket and called on_disconnect */
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            break; /* the socket is full: the poll handle waits for it to drain */
-    }
+    if (!b->poll || !mosquitto_want_write(b->mosq))
+        return;
+    check_link(b, mosquitto_loop_write(b->mosq, 1));
+}
+
+/* true when nothing more is waiting on the socket. errno cannot tell: libmosquitto's
+ * internal wake-up pipe leaves EAGAIN behind once it is full. With TLS, libmosquitto
+ * drains what OpenSSL buffered itself, so one read per event is enough. */
+static bool socket_drained(mqtt_broker *b)
+{
+    int pending = 0;
+    if (b->usetls || ioctl(mosquitto_socket(b->mosq), FIONREAD, &pending) != 0)
+        return true;
+    return pending == 0;
 }
 
 static void read_in(mqtt_broker *b)
@@ -256,11 +287,9 @@ static void read_in(mqtt_broker *b)
             b->read_paused = true; /* resumed by on_drain */
             break;
         }
-        errno = 0;
         int rc = mosquitto_loop_read(b->mosq, 1);
-        if (rc != MOSQ_ERR_SUCCESS)
-            return; /* on_disconnect has run */
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        check_link(b, rc);
+        if (rc != MOSQ_ERR_SUCCESS || !b->poll || socket_drained(b))
             break;
     }
 }
@@ -268,13 +297,18 @@ static void read_in(mqtt_broker *b)
 static void on_poll(uv_poll_t *handle, int status, int events)
 {
     mqtt_broker *b = handle->data;
+    if (status < 0) {
+        b->poll_events = 0; /* libuv stopped the handle; the calls below find the error */
+        events = UV_READABLE | UV_WRITABLE;
+    }
+    /* The TLS handshake moves on in libmosquitto's read call, whichever way it waits. */
+    if (b->usetls && b->conn == MQTT_CONNECTING)
+        check_link(b, mosquitto_loop_read(b->mosq, 1));
     /* Write before reading: what is queued now was settled when the flush hook allowed
      * it; acknowledgements of what we are about to read must wait for the next flush. */
-    if ((events & UV_WRITABLE) || status < 0) {
-        if (!b->unsettled)
-            write_out(b);
-    }
-    if (b->poll && ((events & UV_READABLE) || status < 0))
+    if ((events & UV_WRITABLE) && !b->unsettled)
+        write_out(b);
+    if (b->poll && (events & UV_READABLE))
         read_in(b);
     poll_update(b);
 }
@@ -378,11 +412,36 @@ static void pending_free(mqtt_pending *p)
 static int publish_now(mqtt_broker *b, const char *topic, const void *payload, size_t len, int qos,
                        bool retain)
 {
-    if (len > INT32_MAX)
+    if (len > MQTT_PAYLOAD_MAX)
         return MOSQ_ERR_PAYLOAD_SIZE;
-    int rc = mosquitto_publish(b->mosq, NULL, topic, (int)len, payload, qos, retain);
+    int mid = 0;
+    int rc = mosquitto_publish(b->mosq, &mid, topic, (int)len, payload, qos, retain);
+    if (rc == MOSQ_ERR_SUCCESS && qos > 0 && mid > 0 && mid < 65536 &&
+        !(b->mids[mid / 8] & (1u << (mid % 8)))) {
+        b->mids[mid / 8] |= (unsigned char)(1u << (mid % 8));
+        b->in_flight++;
+    }
     poll_update(b);
     return rc;
+}
+
+/* libmosquitto finished a publish: a QoS 1/2 one was acknowledged by the broker. */
+static void on_publish(struct mosquitto *mosq, void *data, int mid, int reason,
+                       const mosquitto_property *props)
+{
+    mqtt_broker *b = data;
+    if (mid > 0 && mid < 65536 && (b->mids[mid / 8] & (1u << (mid % 8)))) {
+        b->mids[mid / 8] &= (unsigned char)~(1u << (mid % 8));
+        b->in_flight--;
+        if (b->queue_head)
+            schedule_drain(b);
+    }
+}
+
+/* The link is up and libmosquitto holds fewer than outQueueLimit unacknowledged messages. */
+static bool can_hand_over(const mqtt_broker *b)
+{
+    return b->conn == MQTT_UP && b->in_flight < (size_t)b->outQueueLimit;
 }
 
 static int64_t drain_tick(eddy_loop *loop, eddy_timer *timer, void *data)
@@ -390,10 +449,14 @@ static int64_t drain_tick(eddy_loop *loop, eddy_timer *timer, void *data)
     mqtt_broker *b = data;
     b->drain_timer = NULL;
     size_t sent = 0;
-    while (b->queue_head && b->conn == MQTT_UP) {
+    while (b->queue_head && can_hand_over(b)) {
         mqtt_pending *p = b->queue_head;
-        if (publish_now(b, p->topic, p->payload, p->len, p->qos, p->retain) != MOSQ_ERR_SUCCESS)
-            break; /* the link went again: keep the rest for the next connection */
+        int rc = publish_now(b, p->topic, p->payload, p->len, p->qos, p->retain);
+        if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST)
+            break;                  /* the link went again: keep the rest for the next connection */
+        if (rc != MOSQ_ERR_SUCCESS) /* this one can never go: do not let it block the rest */
+            eddy_node_warn(b->node, "queued message to '%s' dropped: %s", p->topic,
+                           mosquitto_strerror(rc));
         b->queue_head = p->next;
         if (!b->queue_head)
             b->queue_tail = NULL;
@@ -403,9 +466,15 @@ static int64_t drain_tick(eddy_loop *loop, eddy_timer *timer, void *data)
         sent++;
     }
     if (sent)
-        eddy_node_log(b->node, "sent %zu message(s) queued while %s was unreachable", sent,
+        eddy_node_log(b->node, "handed %zu queued message(s) to the connection with %s", sent,
                       b->label);
     return EDDY_TIMER_STOP;
+}
+
+static void schedule_drain(mqtt_broker *b)
+{
+    if (!b->drain_timer && !b->closing)
+        b->drain_timer = eddy_timer_start(b->loop, 0, drain_tick, b, NULL);
 }
 
 static int enqueue(mqtt_broker *b, eddy_node *from, const char *topic, const void *payload,
@@ -455,9 +524,11 @@ int mqtt_broker_publish(mqtt_broker *b, eddy_node *from, const char *topic, cons
                         size_t len, int qos, bool retain, eddy_err *err)
 {
     if (!mqtt_topic_valid(topic))
-        return eddy_err_set(err, EDDY_EINVAL, "invalid topic '%s': empty, or has + or #",
+        return eddy_err_set(err, EDDY_EINVAL, "invalid topic '%s': empty, not UTF-8, or has + or #",
                             topic ? topic : "");
-    if (b->conn == MQTT_UP && !b->queue_head) {
+    if (len > MQTT_PAYLOAD_MAX)
+        return eddy_err_set(err, EDDY_EINVAL, "payload of %zu bytes is over MQTT's limit", len);
+    if (b->conn == MQTT_UP && !b->queue_head && (qos == 0 || can_hand_over(b))) {
         int rc = publish_now(b, topic, payload, len, qos, retain);
         if (rc == MOSQ_ERR_SUCCESS)
             return EDDY_OK;
@@ -466,6 +537,8 @@ int mqtt_broker_publish(mqtt_broker *b, eddy_node *from, const char *topic, cons
                                 mosquitto_strerror(rc));
     }
     if (qos == 0) {
+        if (b->conn == MQTT_UP)
+            return EDDY_OK; /* not reached: while up, QoS 0 goes straight out */
         if (b->dropped_qos0++ == 0)
             eddy_node_warn(b->node,
                            "%s unreachable: QoS 0 messages are dropped until it is back "
@@ -491,8 +564,12 @@ static int filter_qos(const mqtt_broker *b, const char *filter)
 static void send_subscribe(mqtt_broker *b, const char *filter, int qos)
 {
     if (b->conn != MQTT_UP)
-        return; /* done on connect */
-    int rc = mosquitto_subscribe(b->mosq, NULL, filter, qos);
+        return; /* done on connect */ /* QoS 2 is asked for as QoS 1: libmosquitto sends PUBREC
+                                       * before it hands a QoS 2 message over, so its
+                                       * acknowledgement cannot wait for the flow; after a crash the
+                                       * broker would only resend PUBREL and the message would be
+                                       * lost. QoS 1 is delivered again instead (at least once). */
+    int rc = mosquitto_subscribe(b->mosq, NULL, filter, qos > 1 ? 1 : qos);
     if (rc != MOSQ_ERR_SUCCESS)
         eddy_node_warn(b->node, "cannot subscribe to '%s': %s", filter, mosquitto_strerror(rc));
     poll_update(b);
@@ -595,9 +672,18 @@ static void on_connect(struct mosquitto *mosq, void *data, int rc, int flags,
                        const mosquitto_property *props)
 {
     mqtt_broker *b = data;
-    b->last_connack = rc;
-    if (rc != 0)
-        return; /* libmosquitto closes the socket next and calls on_disconnect */
+    if (rc != 0) { /* libmosquitto closes the socket next and calls on_disconnect */
+        if (rc != b->last_connack)
+            eddy_node_warn(b->node, "broker %s refused the connection: %s", b->label,
+                           mqtt_broker_is_v5(b) ? mosquitto_reason_string(rc)
+                                                : mosquitto_connack_string(rc));
+        b->last_connack = rc;
+        return;
+    }
+    b->last_connack = 0;
+    b->last_connect_rc = 0;
+    eddy_timer_stop(b->loop, b->connect_timer);
+    b->connect_timer = NULL;
     b->conn = MQTT_UP;
     b->backoff_ms = b->reconnectMin;
     eddy_node_log(b->node, "connected to broker %s", b->label);
@@ -613,16 +699,23 @@ static void on_connect(struct mosquitto *mosq, void *data, int rc, int flags,
                     b->birthRetain);
     /* The queue goes out after libmosquitto has resent what was in flight when the link
      * dropped (it does that right after this callback), so order is kept. */
-    if (b->queue_head && !b->drain_timer)
-        b->drain_timer = eddy_timer_start(b->loop, 0, drain_tick, b, NULL);
+    if (b->queue_head)
+        schedule_drain(b);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *data, int rc,
                           const mosquitto_property *props)
 {
     mqtt_broker *b = data;
-    const char *why = rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc);
+    link_down(b, rc, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+}
+
+/* The connection is gone (on_disconnect, or a socket libmosquitto closed silently). */
+static void link_down(mqtt_broker *b, int rc, const char *why)
+{
     bool was_up = b->conn == MQTT_UP;
+    eddy_timer_stop(b->loop, b->connect_timer);
+    b->connect_timer = NULL;
     unwatch_socket(b); /* libmosquitto has closed the socket */
     b->conn = MQTT_DOWN;
     b->unsettled = false; /* unwritten acknowledgements went with the connection */
@@ -697,6 +790,19 @@ static void on_message(struct mosquitto *mosq, void *data, const struct mosquitt
 
 /* ---- connecting ---- */
 
+/* No CONNACK in time (a black-holed host, a TLS peer that never answers): give up this
+ * attempt; the next one closes the old socket. */
+static int64_t connect_timeout(eddy_loop *loop, eddy_timer *timer, void *data)
+{
+    mqtt_broker *b = data;
+    b->connect_timer = NULL;
+    if (b->conn == MQTT_CONNECTING) {
+        eddy_node_warn(b->node, "no answer from broker %s in %d s", b->label,
+                       CONNECT_TIMEOUT_MS / 1000);
+        link_down(b, MOSQ_ERR_TIMEOUT, "timed out");
+    }
+    return EDDY_TIMER_STOP;
+}
 static void start_connect(mqtt_broker *b)
 {
     eddy_err err;
@@ -722,13 +828,16 @@ static void start_connect(mqtt_broker *b)
     } else {
         rc = mosquitto_reconnect_async(b->mosq);
     }
-    if (rc == MOSQ_ERR_SUCCESS && watch_socket(b, &err) == EDDY_OK)
+    if (rc == MOSQ_ERR_SUCCESS && watch_socket(b, &err) == EDDY_OK) {
+        b->connect_timer = eddy_timer_start(b->loop, CONNECT_TIMEOUT_MS, connect_timeout, b, NULL);
         return;
+    }
     if (rc == MOSQ_ERR_SUCCESS)
         eddy_node_warn(b->node, "cannot connect to broker %s: %s", b->label, err.msg);
-    else if (b->backoff_ms == b->reconnectMin || rc != MOSQ_ERR_ERRNO)
+    else if (rc != b->last_connect_rc) /* once per kind of failure, not at every retry */
         eddy_node_warn(b->node, "cannot connect to broker %s: %s", b->label,
                        rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+    b->last_connect_rc = rc;
     b->conn = MQTT_DOWN;
     status_for_conn(b, NULL);
     schedule_retry(b);
@@ -829,9 +938,14 @@ static int broker_validate(const eddy_node_type *type, const json_t *config, voi
                             b->protocolVersion);
     if (b->port < 0 || b->port > 65535)
         return eddy_err_set(err, EDDY_EINVAL, "port %g is not a TCP port", b->port);
-    if (b->keepalive < 0 || b->keepalive > 65535)
-        return eddy_err_set(err, EDDY_EINVAL, "keepalive %g is not 0 to 65535 seconds",
+    if (b->keepalive != 0 && (b->keepalive < 5 || b->keepalive > 65535))
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "keepalive %g: use 0 (none) or 5 to 65535 seconds (libmosquitto's "
+                            "range)",
                             b->keepalive);
+    if (b->sessionExpiry < 0 || b->sessionExpiry > 4294967295.0)
+        return eddy_err_set(err, EDDY_EINVAL, "sessionExpiry %g is not 0 to 4294967295 s",
+                            b->sessionExpiry);
     const double qos[] = {b->birthQos, b->closeQos, b->willQos};
     for (int i = 0; i < 3; i++)
         if (qos[i] != 0 && qos[i] != 1 && qos[i] != 2)
@@ -942,6 +1056,7 @@ static int create_client(mqtt_broker *b, eddy_err *err)
     mosquitto_connect_v5_callback_set(b->mosq, on_connect);
     mosquitto_disconnect_v5_callback_set(b->mosq, on_disconnect);
     mosquitto_message_v5_callback_set(b->mosq, on_message);
+    mosquitto_publish_v5_callback_set(b->mosq, on_publish);
     int rc = set_credentials(b, err);
     if (rc == EDDY_OK)
         rc = set_tls(b, err);
@@ -956,7 +1071,8 @@ static void release(mqtt_broker *b)
     eddy_timer_stop(b->loop, b->retry_timer);
     eddy_timer_stop(b->loop, b->drain_timer);
     eddy_timer_stop(b->loop, b->close_timer);
-    b->misc_timer = b->retry_timer = b->drain_timer = b->close_timer = NULL;
+    eddy_timer_stop(b->loop, b->connect_timer);
+    b->misc_timer = b->retry_timer = b->drain_timer = b->close_timer = b->connect_timer = NULL;
     unwatch_socket(b);
     if (b->mosq)
         mosquitto_destroy(b->mosq); /* closes the socket if still open */

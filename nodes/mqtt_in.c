@@ -150,7 +150,7 @@ static void set_v5_properties(json_t *msg, const mqtt_delivery *d)
     if (d->response_topic)
         json_object_set_new(msg, "responseTopic", json_string(d->response_topic));
     if (d->user_properties)
-        json_object_set(msg, "userProperties", d->user_properties);
+        json_object_set_new(msg, "userProperties", json_deep_copy(d->user_properties));
     if (d->payload_format_indicator >= 0)
         json_object_set_new(msg, "payloadFormatIndicator",
                             json_boolean(d->payload_format_indicator == 1));

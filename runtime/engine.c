@@ -917,14 +917,25 @@ static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
             continue;
         const char *id = node__str(n->config, p->name);
         eddy_node *c = *id ? eddy_engine_find(e, id) : NULL;
-        if (*id && !c) {
+        if (*id && (!c || (p->choices && strcmp(c->type->name, p->choices) != 0))) {
+            /* a ${VAR} reference may name another node at start than it did at load */
             char msg[256];
-            snprintf(msg, sizeof(msg), "config node '%s' (property '%s') is not running", id,
-                     p->name);
+            snprintf(msg, sizeof(msg), "config node '%s' (property '%s') is not a running %s", id,
+                     p->name, p->choices ? p->choices : "config node");
             report(problems, n, EDDY_ENOTFOUND, msg);
             return EDDY_ENOTFOUND;
         }
         *(eddy_node **)((char *)n->state + p->offset) = c;
+    }
+    /* Values that came from ${VAR} references were not known when the flow loaded. */
+    if (n->own_config && t->validate) {
+        eddy_err err;
+        eddy_err_clear(&err);
+        if (t->validate(t, n->config, n->state, &err) != EDDY_OK) {
+            report(problems, n, err.code ? err.code : EDDY_EINVAL,
+                   err.msg[0] ? err.msg : "invalid configuration");
+            return err.code ? err.code : EDDY_EINVAL;
+        }
     }
     return EDDY_OK;
 }
@@ -1037,11 +1048,12 @@ int eddy_engine_start(eddy_engine *e, eddy_flow *flow, eddy_problems *problems)
         eddy_engine_stop(e);
         return rc;
     }
-    for (int i = 0; i < e->node_count; i++) {
+    /* Every node's properties first: a node's setup may read a config node's state
+     * (mqtt-broker reads tls-config), whatever their order in the file. */
+    for (int i = 0; rc == EDDY_OK && i < e->node_count; i++)
+        rc = configure_node(e, e->nodes[i], problems);
+    for (int i = 0; rc == EDDY_OK && i < e->node_count; i++) {
         eddy_node *n = e->nodes[i];
-        rc = configure_node(e, n, problems);
-        if (rc != EDDY_OK)
-            break;
         eddy_err err;
         eddy_err_clear(&err);
         if (n->type->setup && (rc = n->type->setup(n, n->state, &err)) != EDDY_OK) {
@@ -1113,8 +1125,13 @@ void eddy_engine_stop(eddy_engine *e)
         engine_work(e->loop, e);
         budget -= before < budget ? before : budget;
     }
-    if (e->ring_len > 0)
+    /* Messages dropped here were not taken by the flow: hold the loop while nodes close,
+     * so no acknowledgement of them reaches the outside (the broker delivers them again). */
+    bool dropped = e->ring_len > 0;
+    if (dropped) {
         eddy_log(EDDY_LOG_WARN, "[engine] %zu queued message(s) dropped at stop", e->ring_len);
+        eddy_loop_hold(e->loop, 1);
+    }
     drop_queue(e);
     /* Close sources before sinks: reverse set-up order puts config nodes last. */
     for (int i = e->node_count - 1; i >= 0; i--) {
@@ -1127,6 +1144,8 @@ void eddy_engine_stop(eddy_engine *e)
         }
     }
     wait_for_closes(e);
+    if (dropped)
+        eddy_loop_release(e->loop, 1);
     for (int i = 0; i < e->node_count; i++)
         stop_node_timers(e->nodes[i]); /* timers a close started */
     drop_queue(e);

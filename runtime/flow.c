@@ -249,9 +249,12 @@ static void check_typed_jsonata(loader *ld, const json_t *config, const char *id
     }
 }
 
+/* Resolves from the process environment, counting what it cannot resolve in *data. */
 static json_t *process_env(void *data, const char *name)
 {
     const char *value = getenv(name);
+    if (!value)
+        (*(int *)data)++;
     return value ? json_string(value) : NULL;
 }
 
@@ -282,9 +285,18 @@ static const eddy_node_type *check_node(loader *ld, json_t *obj, const char *id,
     }
     check_ctx c = {ld, id, type, tab, NULL, id_map};
     /* "${NAME}" values are known only when the node starts (they may come from the tab's
-     * or a subflow's env); here the process environment stands in, unset ones count as "". */
-    json_t *checked = node__has_env_ref(obj) ? node__substitute_env(obj, process_env, NULL) : NULL;
+     * or a subflow's env, which the engine checks then); here the process environment
+     * stands in, and a node with a reference it cannot resolve is left to the start. */
+    int unresolved = 0;
+    json_t *checked =
+        node__has_env_ref(obj) ? node__substitute_env(obj, process_env, &unresolved) : NULL;
     const json_t *config = checked ? checked : obj;
+    if (unresolved) {
+        eddy_free(state);
+        json_decref(defaults);
+        json_decref(checked);
+        return nt;
+    }
     int bad = node__props_fill(nt, config, state, defaults, config_exists, report_prop, &c);
     if (!bad && nt->validate) {
         eddy_err err;

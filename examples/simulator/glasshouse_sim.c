@@ -32,6 +32,15 @@ typedef struct sim_opts {
 } sim_opts;
 
 static volatile sig_atomic_t stopping;
+static volatile long published; /* completed publishes, counted by libmosquitto's thread */
+
+static void on_publish(struct mosquitto *mosq, void *data, int mid)
+{
+    (void)mosq;
+    (void)data;
+    (void)mid;
+    __atomic_add_fetch(&published, 1, __ATOMIC_RELAXED);
+}
 
 static void on_signal(int sig)
 {
@@ -122,6 +131,8 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     mosquitto_lib_init();
     struct mosquitto *mosq = mosquitto_new(NULL, true, NULL);
+    if (mosq)
+        mosquitto_publish_callback_set(mosq, on_publish);
     if (!mosq || mosquitto_connect(mosq, o.host, o.port, 30) != MOSQ_ERR_SUCCESS ||
         mosquitto_loop_start(mosq) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "glasshouse-sim: cannot connect to %s:%d\n", o.host, o.port);
@@ -149,6 +160,11 @@ int main(int argc, char **argv)
                 nanosleep(&ts, NULL);
             }
         }
+    } /* With --count, every reading leaves before the DISCONNECT (up to 10 s). */
+    for (int i = 0; o.count && i < 1000 && __atomic_load_n(&published, __ATOMIC_RELAXED) < sent;
+         i++) {
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
     }
     mosquitto_disconnect(mosq);
     mosquitto_loop_stop(mosq, false);

@@ -72,6 +72,9 @@ static int spawn(test_broker *b)
     if (!f)
         return -1;
     fprintf(f, "listener %d 127.0.0.1\nmax_queued_messages 100000\n", b->port);
+    if (b->tls)
+        fprintf(f, "cafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\n", b->dir,
+                b->dir, b->dir);
     if (*b->user)
         fprintf(f, "allow_anonymous false\npassword_file %s/passwd\n", b->dir);
     else
@@ -145,6 +148,32 @@ void test_broker_stop(test_broker *b, int sig)
 
 int test_broker_restart(test_broker *b)
 {
+    return spawn(b);
+}
+
+int test_broker_start_tls(test_broker *b)
+{
+    int rc = test_broker_start(b, NULL);
+    if (rc != 0)
+        return rc;
+    test_broker_stop(b, SIGTERM);
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "(cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=eddy-test-ca "
+             "-keyout ca.key -out ca.crt && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+             "-keyout other-ca.key -out other-ca.crt && "
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
+             "-out server.csr && printf 'subjectAltName=IP:127.0.0.1' > san.ext && "
+             "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+             "-extfile san.ext -out server.crt && chmod 0755 . && chmod 0644 *.crt *.key) "
+             ">/dev/null 2>&1",
+             b->dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "test_broker: making certificates with openssl failed\n");
+        return -1;
+    }
+    b->tls = true;
     return spawn(b);
 }
 

@@ -15,6 +15,7 @@ typedef struct test_broker {
     char dir[64];    /* temporary folder: config, password file, log */
     char extra[512]; /* extra mosquitto.conf lines */
     char user[64];   /* set: only this user may connect (test_broker_start_auth) */
+    bool tls;        /* the listener speaks TLS (test_broker_start_tls) */
 } test_broker;
 
 /* Starts mosquitto with 'extra_conf' lines added (NULL for none); picks a free port the
@@ -25,6 +26,9 @@ int test_broker_start(test_broker *b, const char *extra_conf);
 void test_broker_stop(test_broker *b, int sig);
 /* Starts it again on the same port with the same configuration. */
 int test_broker_restart(test_broker *b);
+/* Starts a broker with a TLS listener (certificates made with openssl in its folder:
+ * ca.crt signs server.crt for 127.0.0.1; other-ca.crt is an unrelated CA). */
+int test_broker_start_tls(test_broker *b);
 /* Starts a broker that accepts only 'user' with 'password' (needs mosquitto_passwd). */
 int test_broker_start_auth(test_broker *b, const char *user, const char *password);
 /* Kills every broker still running (registered with atexit by the first start). */
