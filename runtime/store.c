@@ -1237,6 +1237,8 @@ static void prep_event(eddy_store *st, const eddy_store_event *ev, prep *p)
     p->ilen = p->id ? strlen(p->id) : 0;
     p->data = ev->data;
     p->dlen = ev->data_len;
+    if ((p->bad = ev->invalid))
+        return;
     if ((p->bad = check_name(p->type, "event type too long", "event type is not valid UTF-8")))
         return;
     if (p->id && (p->bad = check_name(p->id, "event id too long", "event id is not valid UTF-8")))
@@ -1991,6 +1993,79 @@ fail:
     return mdb_fail(err, rc, "reading statistics");
 }
 
+/* ---- verifying ---- */
+
+static int verify_fail(MDB_txn *txn, MDB_cursor *cur, eddy_err *err, uint64_t pos, const char *why)
+{
+    if (cur)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return record_damaged(err, pos, why);
+}
+
+int eddy_store_verify(eddy_store *st, eddy_store_progress_fn progress, void *data, eddy_err *err)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return mdb_fail(err, rc, "starting a read transaction");
+    MDB_stat se, si, ss, stt;
+    if ((rc = mdb_stat(txn, st->db_events, &se)) || (rc = mdb_stat(txn, st->db_ids, &si)) ||
+        (rc = mdb_stat(txn, st->db_streams, &ss)) || (rc = mdb_stat(txn, st->db_times, &stt))) {
+        mdb_txn_abort(txn);
+        return mdb_fail(err, rc, "reading table sizes");
+    }
+    uint64_t total = se.ms_entries;
+    if (si.ms_entries != total || ss.ms_entries != total || stt.ms_entries != total) {
+        mdb_txn_abort(txn);
+        return eddy_err_set(err, EDDY_EIO,
+                            "event store: the indexes do not match the log (%llu events, %llu "
+                            "ids, %llu stream entries, %llu time entries)",
+                            (unsigned long long)total, (unsigned long long)si.ms_entries,
+                            (unsigned long long)ss.ms_entries, (unsigned long long)stt.ms_entries);
+    }
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, st->db_events, &cur))) {
+        mdb_txn_abort(txn);
+        return mdb_fail(err, rc, "opening a cursor");
+    }
+    MDB_val k, v;
+    uint64_t done = 0;
+    int g = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    for (; g == 0; g = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        eddy_store_record rec;
+        uint64_t expect = done + 1;
+        const char *why = record_decode(&k, &v, &rec);
+        if (why)
+            return verify_fail(txn, cur, err, k.mv_size == 8 ? get_u64(k.mv_data) : expect, why);
+        if (rec.position != expect)
+            return verify_fail(txn, cur, err, expect, "missing: the log has a gap here");
+        size_t slen = strlen(rec.stream);
+        uint8_t kb[MAX_KEY];
+        MDB_val ik = {strlen(rec.id), (void *)rec.id}, iv;
+        if (mdb_get(txn, st->db_ids, &ik, &iv) || iv.mv_size != 8 ||
+            get_u64(iv.mv_data) != rec.position)
+            return verify_fail(txn, cur, err, rec.position, "its id is not indexed to it");
+        ik = (MDB_val){stream_key(kb, rec.stream, slen, rec.version), kb};
+        if (mdb_get(txn, st->db_streams, &ik, &iv) || iv.mv_size != 8 ||
+            get_u64(iv.mv_data) != rec.position)
+            return verify_fail(txn, cur, err, rec.position,
+                               "its stream version is not indexed to it");
+        ik = (MDB_val){time_key(kb, rec.stream, slen, rec.time, rec.position), kb};
+        if (mdb_get(txn, st->db_times, &ik, &iv))
+            return verify_fail(txn, cur, err, rec.position, "its event time is not indexed");
+        if (++done % 4096 == 0 && progress)
+            progress(done, total, data);
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (g != MDB_NOTFOUND)
+        return mdb_fail(err, g, "reading the log");
+    if (progress)
+        progress(done, total, data);
+    return EDDY_OK;
+}
+
 /* ---- checkpoints ---- */
 
 static size_t checkpoint_key(uint8_t *buf, const char *name)
@@ -2046,6 +2121,119 @@ int eddy_store_checkpoint_set(eddy_store *st, const char *name, const eddy_store
         return eddy_err_set(err, EDDY_EIO, "event store: %s", why);
     }
     return EDDY_OK;
+}
+
+/* ---- times ---- */
+
+static bool parse_digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if ((*p)[i] < '0' || (*p)[i] > '9')
+            return false;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int eddy_store_parse_time(const char *text, int64_t *ms)
+{
+    if (!text || !*text)
+        return EDDY_EINVAL;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (!*end && !errno && end != text) {
+        *ms = v;
+        return EDDY_OK;
+    }
+    const char *p = text;
+    int y, mo, d, h = 0, mi = 0, sec = 0, frac = 0;
+    if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) || *p++ != '-' ||
+        !parse_digits(&p, 2, &d))
+        return EDDY_EINVAL;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        p++;
+        if (!parse_digits(&p, 2, &h) || *p++ != ':' || !parse_digits(&p, 2, &mi))
+            return EDDY_EINVAL;
+        if (*p == ':') {
+            p++;
+            if (!parse_digits(&p, 2, &sec))
+                return EDDY_EINVAL;
+            if (*p == '.' || *p == ',') {
+                p++;
+                int digits = 0;
+                while (*p >= '0' && *p <= '9') {
+                    if (digits < 3)
+                        frac = frac * 10 + (*p - '0');
+                    digits++;
+                    p++;
+                }
+                if (digits == 0)
+                    return EDDY_EINVAL;
+                for (; digits < 3; digits++)
+                    frac *= 10;
+            }
+        }
+    }
+    int64_t offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
+        if (!parse_digits(&p, 2, &oh))
+            return EDDY_EINVAL;
+        if (*p == ':')
+            p++;
+        if (*p && !parse_digits(&p, 2, &om))
+            return EDDY_EINVAL;
+        if (oh > 23 || om > 59)
+            return EDDY_EINVAL;
+        offset_min = sign * (oh * 60 + om);
+    }
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (*p || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+        return EDDY_EINVAL;
+    int64_t days = days_from_civil(y, mo, d);
+    *ms = ((days * 24 + h) * 60 + mi - offset_min) * 60000 + (int64_t)sec * 1000 + frac;
+    return EDDY_OK;
+}
+
+char *eddy_store_format_time(int64_t ms, char *buf)
+{
+    int64_t days = ms >= 0 ? ms / 86400000 : -((-ms + 86399999) / 86400000);
+    int64_t rem = ms - days * 86400000;
+    /* civil_from_days, the inverse of days_from_civil */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+    char tmp[96];
+    snprintf(tmp, sizeof(tmp), "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, (int)m,
+             (int)d, (int)(rem / 3600000), (int)(rem / 60000 % 60), (int)(rem / 1000 % 60),
+             (int)(rem % 1000));
+    size_t n = strnlen(tmp, 31);
+    memcpy(buf, tmp, n);
+    buf[n] = '\0';
+    return buf;
 }
 
 /* ---- NDJSON ---- */

@@ -128,17 +128,19 @@ typedef enum eddy_store_outcome {
 
 /* One event to append ("in" fields) and what became of it ("out" fields). */
 typedef struct eddy_store_event {
-    const char *type;   /* in: event type; NULL or "" = "event" */
-    const char *id;     /* in: event id; NULL or "" = a new UUIDv7 */
-    int64_t time;       /* in: event time, ms since the epoch; EDDY_STORE_TIME_NONE = the
-                           ingest time */
-    const char *data;   /* in: the body as JSON text (any JSON value), 'data_len' bytes */
-    size_t data_len;    /* in */
-    int outcome;        /* out: eddy_store_outcome */
-    uint64_t position;  /* out: WRITTEN, EXISTING, DEADLETTERED */
-    int64_t version;    /* out: version in its stream (in $deadletter when DEADLETTERED) */
-    const char *reason; /* out: DEADLETTERED: why (static text); NULL otherwise */
-    char made_id[40];   /* out: the generated id when 'id' was empty */
+    const char *type;    /* in: event type; NULL or "" = "event" */
+    const char *id;      /* in: event id; NULL or "" = a new UUIDv7 */
+    int64_t time;        /* in: event time, ms since the epoch; EDDY_STORE_TIME_NONE = the
+                            ingest time */
+    const char *data;    /* in: the body as JSON text (any JSON value), 'data_len' bytes */
+    size_t data_len;     /* in */
+    const char *invalid; /* in: NULL, or why the caller found the event bad (static text,
+                            such as "invalid event time"): it goes to $deadletter */
+    int outcome;         /* out: eddy_store_outcome */
+    uint64_t position;   /* out: WRITTEN, EXISTING, DEADLETTERED */
+    int64_t version;     /* out: version in its stream (in $deadletter when DEADLETTERED) */
+    const char *reason;  /* out: DEADLETTERED: why (static text); NULL otherwise */
+    char made_id[40];    /* out: the generated id when 'id' was empty */
 } eddy_store_event;
 
 typedef struct eddy_store_result {
@@ -269,6 +271,15 @@ typedef struct eddy_store_stats {
 } eddy_store_stats;
 int eddy_store_get_stats(eddy_store *st, eddy_store_stats *out, eddy_err *err);
 
+/* Reports progress: 'done' of 'total' records checked. */
+typedef void (*eddy_store_progress_fn)(uint64_t done, uint64_t total, void *data);
+/* Reads every record and checks it against the three indexes (and their sizes against the
+ * log): positions without gaps, each id, stream version and event time indexed to its
+ * position. EDDY_OK, or EDDY_EIO naming the first problem. A fault inside LMDB on a damaged
+ * B-tree page is not caught here: run it in a child process (`eddy events check` does).
+ * 'progress' may be NULL. */
+int eddy_store_verify(eddy_store *st, eddy_store_progress_fn progress, void *data, eddy_err *err);
+
 /* ---- checkpoints (subscriptions) ---- */
 
 typedef struct eddy_store_checkpoint {
@@ -283,6 +294,16 @@ int eddy_store_checkpoint_get(eddy_store *st, const char *name, eddy_store_check
  * with the group's commit. */
 int eddy_store_checkpoint_set(eddy_store *st, const char *name, const eddy_store_checkpoint *cp,
                               eddy_err *err);
+
+/* ---- times ---- */
+
+/* Parses an event time: integer milliseconds since the epoch ("1704067200000"), or an
+ * RFC 3339 / ISO 8601 date-time ("2024-01-01T00:00:00.250Z", "...+02:00"; a date alone is
+ * midnight; without a zone it is UTC, where JavaScript would take local time). EDDY_EINVAL
+ * if it is neither. */
+int eddy_store_parse_time(const char *text, int64_t *ms);
+/* Writes 'ms' as "2024-01-01T00:00:00.250Z" into 'buf' (32 bytes). Returns 'buf'. */
+char *eddy_store_format_time(int64_t ms, char *buf);
 
 /* ---- NDJSON (export and import) ---- */
 

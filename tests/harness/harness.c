@@ -121,6 +121,9 @@ eddy_harness *eddy_harness_new(const char *flow_json, const eddy_harness_opts *o
     if (!h->loop || !h->reg || eddy_registry_add_builtin(h->reg, &err) != EDDY_OK ||
         eddy_registry_add(h->reg, &helper_type, &err) != EDDY_OK)
         goto fail;
+    for (int i = 0; opts && opts->types && opts->types[i]; i++)
+        if (eddy_registry_add(h->reg, opts->types[i], &err) != EDDY_OK)
+            goto fail;
     if (mode == EDDY_CLOCK_MANUAL)
         eddy_loop_set_wall(h->loop, opts && opts->wall_start ? opts->wall_start : 1704067200000);
     eddy_engine_opts eopts = {.queue_limit = opts ? opts->queue_limit : 0,

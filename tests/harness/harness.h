@@ -21,6 +21,8 @@ typedef struct eddy_harness_opts {
     size_t queue_limit;       /* engine queue bound; 0 = engine default */
     struct eddy_store *store; /* event store for the flow (attached to the harness loop
                                  while it runs, detached by eddy_harness_free); NULL = none */
+    const eddy_node_type *const *types; /* test-only node types to register as well
+                                           (NULL-terminated); NULL = none */
 } eddy_harness_opts;
 
 /* Loads 'flow_json' (a Node-RED flow array as text) with the native types plus "helper",
