@@ -236,6 +236,18 @@ static eddy_store *open_ro(const ev_opts *o)
     return st;
 }
 
+/* ---- the guard's channel (see run_guarded) ---- */
+
+static int guard_fd = -1; /* the child's end of the pipe to the parent; -1 outside a guard */
+
+/* Tells the parent how far the command got ('done' of 'total' records). */
+static void guard_note(uint64_t done, uint64_t total)
+{
+    uint64_t v[2] = {done, total};
+    if (guard_fd >= 0 && write(guard_fd, v, sizeof(v)) < 0)
+        guard_fd = -1; /* the parent is gone */
+}
+
 /* ---- progress on a terminal ---- */
 
 typedef struct progress {
@@ -359,6 +371,8 @@ static int dump(eddy_store *st, const eddy_store_query *q, FILE *out, bool json,
             break;
         }
         (*count)++;
+        if (*count % 1024 == 0)
+            guard_note(rec.position, total);
         if (prog)
             progress_show(prog, *count, total, *count, false);
     }
@@ -571,77 +585,101 @@ static int cmd_import(const ev_opts *o)
     return status;
 }
 
-/* ---- check: verify in a child, so that a fault is a message ---- */
-
-typedef struct check_progress {
-    int fd;      /* pipe to the parent */
-    progress *p; /* child's terminal progress */
-} check_progress;
+/* ---- check ---- */
 
 static void check_report(uint64_t done, uint64_t total, void *data)
 {
-    check_progress *cp = data;
-    uint64_t v[2] = {done, total};
-    if (write(cp->fd, v, sizeof(v)) < 0) {
-        /* the parent is gone; nothing to tell */
-    }
-    progress_show(cp->p, done, total, done, false);
+    guard_note(done, total);
+    progress_show(data, done, total, done, false);
 }
 
 static int cmd_check(const ev_opts *o)
 {
-    int fds[2];
-    if (pipe(fds) != 0) {
-        fprintf(stderr, "eddy events: %s\n", strerror(errno));
+    eddy_store *st = open_ro(o);
+    if (!st)
         return 1;
-    }
+    progress prog;
+    progress_start(&prog, "checked");
+    eddy_err err;
+    eddy_err_clear(&err);
+    int rc = eddy_store_verify(st, check_report, &prog, &err);
+    if (rc != EDDY_OK)
+        fprintf(stderr, "eddy events: %s: %s\n", eddy_store_path(st), err.msg);
+    else
+        printf("%s: ok\n", eddy_store_path(st));
+    eddy_store_close(st);
+    return rc == EDDY_OK ? 0 : 1;
+}
+
+/* ---- the guard: every command runs in a child, so that a fault is a message ----
+ *
+ * LMDB trusts its pages; a damaged B-tree page can make it fault. The parent waits for
+ * the child and turns a fault into "the file is damaged", with the last position the
+ * child reported through guard_note. */
+
+static int run_command(ev_opts *o)
+{
+    if (strcmp(o->cmd, "stats") == 0)
+        return cmd_stats(o);
+    if (strcmp(o->cmd, "tail") == 0)
+        return cmd_tail(o);
+    if (strcmp(o->cmd, "read") == 0)
+        return cmd_read(o, false);
+    if (strcmp(o->cmd, "export") == 0)
+        return cmd_read(o, true);
+    if (strcmp(o->cmd, "import") == 0)
+        return cmd_import(o);
+    return cmd_check(o);
+}
+
+static int run_guarded(ev_opts *o)
+{
+    int fds[2];
     fflush(stdout);
     fflush(stderr);
+    if (pipe(fds) != 0)
+        return run_command(o); /* no guard, but still the command */
     pid_t pid = fork();
     if (pid < 0) {
-        fprintf(stderr, "eddy events: cannot fork: %s\n", strerror(errno));
-        return 1;
+        close(fds[0]);
+        close(fds[1]);
+        return run_command(o);
     }
     if (pid == 0) {
         close(fds[0]);
-        eddy_store *st = open_ro(o);
-        if (!st)
-            _exit(1);
-        progress prog;
-        progress_start(&prog, "checked");
-        check_progress cp = {fds[1], &prog};
-        eddy_err err;
-        eddy_err_clear(&err);
-        int rc = eddy_store_verify(st, check_report, &cp, &err);
-        progress_show(&prog, 1, 1, 0, true);
-        if (rc != EDDY_OK)
-            fprintf(stderr, "eddy events: %s: %s\n", eddy_store_path(st), err.msg);
-        else
-            printf("%s: ok\n", eddy_store_path(st));
+        guard_fd = fds[1];
+        int rc = run_command(o);
         fflush(stdout);
-        eddy_store_close(st);
-        _exit(rc == EDDY_OK ? 0 : 1);
+        fflush(stderr);
+        _exit(rc); /* the child's end; the parent returns the status */
     }
     close(fds[1]);
-    uint64_t v[2] = {0, 0}, last[2] = {0, 0};
-    while (read(fds[0], v, sizeof(v)) == (ssize_t)sizeof(v)) {
-        last[0] = v[0];
-        last[1] = v[1];
-    }
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_int, old_term;
+    sigaction(SIGINT, &ign, &old_int); /* the child decides what an interrupt means */
+    sigaction(SIGTERM, &ign, &old_term);
+    uint64_t v[2], last[2] = {0, 0};
+    ssize_t n;
+    while ((n = read(fds[0], v, sizeof(v))) == (ssize_t)sizeof(v) || (n < 0 && errno == EINTR))
+        if (n > 0)
+            memcpy(last, v, sizeof(v));
     close(fds[0]);
-    int ws;
+    int ws = 0;
     while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
         ;
-    if (WIFSIGNALED(ws)) {
-        fprintf(stderr,
-                "eddy events: %s/%s is damaged: reading it crashed (%s) after %llu of %llu "
-                "records; export what reads (eddy events export --to N) and restore from a "
-                "backup\n",
-                o->data, EDDY_STORE_FILE, strsignal(WTERMSIG(ws)), (unsigned long long)last[0],
-                (unsigned long long)last[1]);
-        return 1;
-    }
-    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 1;
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (WIFEXITED(ws))
+        return WEXITSTATUS(ws);
+    int sig = WIFSIGNALED(ws) ? WTERMSIG(ws) : 0;
+    if (sig == SIGINT || sig == SIGTERM || sig == SIGPIPE)
+        return 128 + sig;
+    fprintf(stderr,
+            "eddy events: %s/%s is damaged: reading it crashed (%s) after %llu of %llu "
+            "records; export what can be read (eddy events export --to POSITION) and restore "
+            "from a backup\n",
+            o->data, EDDY_STORE_FILE, strsignal(sig), (unsigned long long)last[0],
+            (unsigned long long)last[1]);
+    return 1;
 }
 
 int eddy_events_main(int argc, char **argv)
@@ -662,17 +700,7 @@ int eddy_events_main(int argc, char **argv)
     int rc = parse_ev_opts(argc - 1, argv + 1, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
-    if (strcmp(o.cmd, "stats") == 0)
-        return cmd_stats(&o);
-    if (strcmp(o.cmd, "tail") == 0)
-        return cmd_tail(&o);
-    if (strcmp(o.cmd, "read") == 0)
-        return cmd_read(&o, false);
-    if (strcmp(o.cmd, "export") == 0)
-        return cmd_read(&o, true);
-    if (strcmp(o.cmd, "import") == 0)
-        return cmd_import(&o);
-    return cmd_check(&o);
+    return run_guarded(&o);
 }
 
 /* ---- eddy run ---- */

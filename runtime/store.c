@@ -2031,6 +2031,8 @@ int eddy_store_verify(eddy_store *st, eddy_store_progress_fn progress, void *dat
     }
     MDB_val k, v;
     uint64_t done = 0;
+    if (progress)
+        progress(0, total, data);
     int g = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     for (; g == 0; g = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         eddy_store_record rec;
@@ -2054,7 +2056,7 @@ int eddy_store_verify(eddy_store *st, eddy_store_progress_fn progress, void *dat
         ik = (MDB_val){time_key(kb, rec.stream, slen, rec.time, rec.position), kb};
         if (mdb_get(txn, st->db_times, &ik, &iv))
             return verify_fail(txn, cur, err, rec.position, "its event time is not indexed");
-        if (++done % 4096 == 0 && progress)
+        if (++done % 1024 == 0 && progress)
             progress(done, total, data);
     }
     mdb_cursor_close(cur);
