@@ -9,27 +9,24 @@
 
 json_t *event_msg_from_record(const eddy_store_record *rec, eddy_err *err)
 {
-    json_t *payload = eddy_json_loadb(rec->data, rec->data_len, err);
-    if (!payload) {
-        eddy_err_set(err, EDDY_EIO, "the body of the event at position %llu does not parse: %s",
-                     (unsigned long long)rec->position, err ? err->msg : "");
+    json_t *payload = eddy_store_record_json(rec, err);
+    if (!payload)
         return NULL;
-    }
     json_t *msg = eddy_msg_new();
     if (!msg) {
         json_decref(payload);
         eddy_err_set(err, EDDY_ENOMEM, "out of memory making an event message");
         return NULL;
     }
-    json_object_set_new(msg, "topic", json_string(rec->stream));
-    json_object_set_new(msg, "payload", payload);
-    json_object_set_new(msg, "stream", json_string(rec->stream));
-    json_object_set_new(msg, "position", json_integer((json_int_t)rec->position));
-    json_object_set_new(msg, "version", json_integer(rec->version));
-    json_object_set_new(msg, "eventType", json_string(rec->type));
-    json_object_set_new(msg, "eventId", json_string(rec->id));
-    json_object_set_new(msg, "eventTime", json_integer(rec->time));
-    json_object_set_new(msg, "ingestTime", json_integer(rec->ingest_time));
+    /* Keys are literals and the names were checked as UTF-8 when stored: no checks. */
+    json_object_set_new_nocheck(msg, "topic", json_string_nocheck(rec->stream));
+    json_object_set_new_nocheck(msg, "payload", payload);
+    json_object_set_new_nocheck(msg, "position", json_integer((json_int_t)rec->position));
+    json_object_set_new_nocheck(msg, "version", json_integer(rec->version));
+    json_object_set_new_nocheck(msg, "eventType", json_string_nocheck(rec->type));
+    json_object_set_new_nocheck(msg, "eventId", json_string_nocheck(rec->id));
+    json_object_set_new_nocheck(msg, "eventTime", json_integer(rec->time));
+    json_object_set_new_nocheck(msg, "ingestTime", json_integer(rec->ingest_time));
     return msg;
 }
 

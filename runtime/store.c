@@ -11,7 +11,10 @@
  *      four entries of an event or none.
  *   3. Each waiter holds the attached loop once (if it had a loop when registered) and
  *      gives it back right after its callback ran, or when it is cancelled.
- *   4. Waiters and listeners run only from store_notify, never inside eddy_store_append. */
+ *   4. Waiters and listeners run only from store_notify, never inside eddy_store_append.
+ *   5. The stream-version cache holds what the tables say, for the write transaction id
+ *      'heads_txn': each commit of ours moves it to the next id, and a group that starts
+ *      with another id (another process wrote in between) or is lost empties it. */
 #include "store.h"
 
 #include <errno.h>
@@ -106,6 +109,11 @@ struct eddy_store {
     waiter_list pending;                /* waiting for the open (or next) group */
     waiter_list ready;                  /* group done; to be called by store_notify */
     char group_error[EDDY_ERR_MSG_MAX]; /* why the last group failed */
+
+    /* stream versions as the open group sees them (invariant 5) */
+    struct head_entry *heads; /* open addressing; NULL stream = empty slot */
+    size_t heads_cap, heads_count;
+    size_t heads_txn; /* the write transaction id the cache is valid for; 0 = none */
 
     /* durability */
     eddy_loop *loop;        /* attached loop; NULL when detached */
@@ -281,12 +289,38 @@ static bool js_u4(jscan *s, unsigned *out)
     return true;
 }
 
+/* What a byte is inside a JSON string: 0 plain (printable ASCII but '"' and '\\'),
+ * 1 the closing quote, 2 a backslash, 3 a control character (invalid), 4 the first byte
+ * of a UTF-8 sequence (or an invalid byte). Scanning by table keeps the plain run, the
+ * usual case, to a few instructions a byte. */
+static const unsigned char str_class[256] = {
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+};
+
+/* Skips plain bytes. */
+static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && !str_class[*p])
+        p++;
+    return p;
+}
+
 /* A string, 's->p' at the opening quote. As jansson: valid UTF-8, no control characters,
  * well-formed escapes and surrogate pairs, no \u0000. */
 static bool js_string(jscan *s)
 {
     s->p++;
     while (s->p < s->end) {
+        s->p = skip_plain(s->p, s->end);
+        if (s->p >= s->end)
+            break;
         unsigned c = *s->p;
         if (c == '"') {
             s->p++;
@@ -656,6 +690,90 @@ static int stream_head(MDB_cursor *cur, const char *stream, size_t slen, int64_t
     return EDDY_OK;
 }
 
+/* ---- the stream-version cache (invariant 5) ---- */
+
+#define HEADS_MAX 65536 /* entries before the cache is emptied and refilled */
+
+typedef struct head_entry {
+    char *stream; /* owned; NULL for an empty slot */
+    size_t slen;
+    uint64_t hash;
+    int64_t version;
+} head_entry;
+
+static uint64_t hash_name(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+    return h;
+}
+
+static void heads_clear(eddy_store *st)
+{
+    for (size_t i = 0; i < st->heads_cap; i++)
+        eddy_free(st->heads[i].stream);
+    eddy_free(st->heads);
+    st->heads = NULL;
+    st->heads_cap = st->heads_count = 0;
+}
+
+static head_entry *heads_slot(eddy_store *st, const char *stream, size_t slen, uint64_t h)
+{
+    size_t i = (size_t)h & (st->heads_cap - 1);
+    while (st->heads[i].stream && !(st->heads[i].hash == h && st->heads[i].slen == slen &&
+                                    memcmp(st->heads[i].stream, stream, slen) == 0))
+        i = (i + 1) & (st->heads_cap - 1);
+    return &st->heads[i];
+}
+
+/* Remembers 'version' for 'stream'; out of memory only makes the cache forget. */
+static void heads_put(eddy_store *st, const char *stream, size_t slen, int64_t version)
+{
+    if (st->heads_count * 2 >= st->heads_cap) {
+        size_t cap = st->heads_cap ? st->heads_cap * 2 : 256;
+        if (st->heads_count >= HEADS_MAX)
+            cap = 256, heads_clear(st);
+        head_entry *old = st->heads, *fresh = eddy_calloc(cap, sizeof(*fresh));
+        if (!fresh)
+            return;
+        size_t old_cap = st->heads_cap;
+        st->heads = fresh;
+        st->heads_cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].stream)
+                *heads_slot(st, old[i].stream, old[i].slen, old[i].hash) = old[i];
+        eddy_free(old);
+    }
+    uint64_t h = hash_name(stream, slen);
+    head_entry *e = heads_slot(st, stream, slen, h);
+    if (!e->stream) {
+        if (!(e->stream = eddy_strndup(stream, slen)))
+            return;
+        e->slen = slen;
+        e->hash = h;
+        st->heads_count++;
+    }
+    e->version = version;
+}
+
+/* The stream's version in the open group: from the cache, else from the index. */
+static int group_head(eddy_store *st, const char *stream, size_t slen, int64_t *version,
+                      eddy_err *err)
+{
+    if (st->heads_cap) {
+        head_entry *e = heads_slot(st, stream, slen, hash_name(stream, slen));
+        if (e->stream) {
+            *version = e->version;
+            return EDDY_OK;
+        }
+    }
+    int rc = stream_head(st->wcur, stream, slen, version, err);
+    if (rc == EDDY_OK)
+        heads_put(st, stream, slen, *version);
+    return rc;
+}
+
 /* ---- event ids: UUIDv7 (ms time, then random bits) ---- */
 
 static uint64_t rng_next(eddy_store *st)
@@ -833,6 +951,8 @@ static int group_begin(eddy_store *st, eddy_err *err)
     }
     st->group_first = st->next_position;
     st->group_events = 0;
+    if (mdb_txn_id(st->wtxn) != st->heads_txn)
+        heads_clear(st); /* another writer came in between */
     return EDDY_OK;
 }
 
@@ -845,6 +965,8 @@ static void group_lose(eddy_store *st, const char *why)
     st->wcur = NULL;
     st->next_position = st->group_first;
     st->group_events = 0;
+    heads_clear(st);
+    st->heads_txn = 0;
     snprintf(st->group_error, sizeof(st->group_error), "%s", why);
     eddy_log(EDDY_LOG_ERROR, "[store %s] a group of appends was lost: %s", st->path, why);
     waiters_settle(st, EDDY_EIO);
@@ -890,6 +1012,7 @@ static int group_commit(eddy_store *st, eddy_err *err)
         MDB_txn *txn = st->wtxn;
         st->wtxn = NULL;
         st->wcur = NULL; /* closed by the commit */
+        size_t next_txn = mdb_txn_id(txn) + 1;
         int rc = mdb_txn_commit(txn);
         if (rc) {
             char why[EDDY_ERR_MSG_MAX];
@@ -898,6 +1021,7 @@ static int group_commit(eddy_store *st, eddy_err *err)
             return eddy_err_set(err, EDDY_EIO, "event store: %s", why);
         }
         st->counters.commits++;
+        st->heads_txn = next_txn;
         st->committed = st->next_position - 1;
         st->group_events = 0;
         if (st->opts.sync == EDDY_STORE_SYNC_ALWAYS)
@@ -1182,6 +1306,7 @@ void eddy_store_close(eddy_store *st)
     if (st->unsynced && !st->opts.read_only)
         store_sync(st);
     mdb_env_close(st->env);
+    heads_clear(st);
     eddy_free(st->pending.items);
     eddy_free(st->ready.items);
     eddy_free(st->listeners);
@@ -1267,9 +1392,9 @@ static void prep_event(eddy_store *st, const eddy_store_event *ev, prep *p)
 
 /* Writes one event into the open group: the record and its three index entries. */
 static int write_event(eddy_store *st, const char *stream, size_t slen, int64_t version,
-                       const char *type, size_t tlen, const char *id, size_t ilen, int64_t time,
-                       int64_t ingest, const char *data, size_t dlen, uint64_t *pos_out,
-                       eddy_err *err)
+                       const char *type, size_t tlen, const char *id, size_t ilen, bool id_indexed,
+                       int64_t time, int64_t ingest, const char *data, size_t dlen,
+                       uint64_t *pos_out, eddy_err *err)
 {
     uint64_t pos = st->next_position;
     uint8_t pk[8], pv[8], kb[MAX_KEY];
@@ -1284,7 +1409,7 @@ static int write_event(eddy_store *st, const char *stream, size_t slen, int64_t 
     what = "indexing an event id";
     k = (MDB_val){ilen, (void *)id};
     v = (MDB_val){8, pv};
-    if ((rc = mdb_put(st->wtxn, st->db_ids, &k, &v, MDB_NOOVERWRITE)))
+    if (!id_indexed && (rc = mdb_put(st->wtxn, st->db_ids, &k, &v, MDB_NOOVERWRITE)))
         goto fail;
     what = "indexing a stream";
     k = (MDB_val){stream_key(kb, stream, slen, version), kb};
@@ -1298,6 +1423,7 @@ static int write_event(eddy_store *st, const char *stream, size_t slen, int64_t 
         goto fail;
     st->next_position++;
     st->group_events++;
+    heads_put(st, stream, slen, version);
     *pos_out = pos;
     return EDDY_OK;
 fail:;
@@ -1380,10 +1506,10 @@ static int deadletter(eddy_store *st, const char *stream, eddy_store_event *ev, 
     int64_t head;
     char id[40];
     make_id(st, id);
-    int rc = stream_head(st->wcur, dl, sizeof(dl) - 1, &head, err);
+    int rc = group_head(st, dl, sizeof(dl) - 1, &head, err);
     if (rc == EDDY_OK)
         rc = write_event(st, dl, sizeof(dl) - 1, head + 1, DEADLETTER_TYPE,
-                         sizeof(DEADLETTER_TYPE) - 1, id, strlen(id), ingest, ingest, text,
+                         sizeof(DEADLETTER_TYPE) - 1, id, strlen(id), false, ingest, ingest, text,
                          strlen(text), &ev->position, err);
     eddy_free(text);
     if (rc != EDDY_OK)
@@ -1532,7 +1658,7 @@ static int store_append(eddy_store *st, const char *stream, int64_t expected,
     }
 
     int64_t cur;
-    if ((rc = stream_head(st->wcur, stream, slen, &cur, err)) != EDDY_OK)
+    if ((rc = group_head(st, stream, slen, &cur, err)) != EDDY_OK)
         goto done;
     res->current_version = cur;
     bool exact = expected >= EDDY_STORE_NO_STREAM;
@@ -1568,8 +1694,11 @@ static int store_append(eddy_store *st, const char *stream, int64_t expected,
         goto done;
     }
 
-    /* Which of the ids are stored already, and where. */
+    /* Which of the ids are stored already, and where. A single event (the usual append)
+     * is looked up by indexing its id at once: if that succeeds it will be written, if
+     * the id is there LMDB hands back its position and nothing was changed. */
     size_t found = 0, first = count;
+    bool id_indexed = false;
     for (size_t i = 0; i < count; i++) {
         if (p[i].bad)
             continue;
@@ -1577,8 +1706,26 @@ static int store_append(eddy_store *st, const char *stream, int64_t expected,
             first = i;
         if (!p[i].id)
             continue;
-        if ((rc = id_lookup(st, st->wtxn, p[i].id, p[i].ilen, &pos[i], err)) != EDDY_OK)
+        if (valid == 1) {
+            uint8_t pv[8];
+            put_u64(pv, st->next_position);
+            MDB_val k = {p[i].ilen, (void *)p[i].id}, v = {8, pv};
+            int g = mdb_put(st->wtxn, st->db_ids, &k, &v, MDB_NOOVERWRITE);
+            if (g == 0) {
+                id_indexed = true;
+                continue;
+            }
+            if (g != MDB_KEYEXIST || v.mv_size != 8) {
+                char why[EDDY_ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "indexing an event id: %s", mdb_strerror(g));
+                group_lose(st, why);
+                rc = eddy_err_set(err, EDDY_EIO, "event store: %s", why);
+                goto done;
+            }
+            pos[i] = get_u64(v.mv_data);
+        } else if ((rc = id_lookup(st, st->wtxn, p[i].id, p[i].ilen, &pos[i], err)) != EDDY_OK) {
             goto done;
+        }
         if (!pos[i])
             continue;
         found++;
@@ -1631,8 +1778,9 @@ static int store_append(eddy_store *st, const char *stream, int64_t expected,
         }
         ver++;
         int64_t t = ev->time == EDDY_STORE_TIME_NONE ? ingest : ev->time;
-        rc = write_event(st, stream, slen, ver, p[i].type, p[i].tlen, id, ilen, t, ingest,
-                         p[i].data, p[i].dlen, &ev->position, err);
+        rc =
+            write_event(st, stream, slen, ver, p[i].type, p[i].tlen, id, ilen,
+                        id_indexed && p[i].id, t, ingest, p[i].data, p[i].dlen, &ev->position, err);
         if (rc != EDDY_OK)
             goto done;
         ev->outcome = EDDY_STORE_WRITTEN;
@@ -1690,7 +1838,7 @@ int eddy_store_stream_version(eddy_store *st, const char *stream, int64_t *versi
     if (!stream || !*stream || strlen(stream) > EDDY_STORE_NAME_MAX)
         return EDDY_OK;
     if (st->wtxn)
-        return stream_head(st->wcur, stream, strlen(stream), version, err);
+        return group_head(st, stream, strlen(stream), version, err);
     MDB_txn *txn;
     bool own = false;
     int rc = read_txn(st, &txn, &own, err);
@@ -1921,6 +2069,294 @@ int eddy_store_iter_next(eddy_store_iter *it, eddy_store_record *rec, eddy_err *
             continue;
         return 1;
     }
+}
+
+/* ---- bodies as JSON values ----
+ *
+ * A stored body is compact, valid JSON (checked at append), so reading it back needs no
+ * general parser: this one builds jansson values directly, with the number rules of
+ * eddy_json_loadb (integral values within +-2^53 are integers). It still checks every
+ * byte, so a damaged record gives an error, not a bad value. */
+
+typedef struct jbuild {
+    const unsigned char *p, *end;
+    int depth;
+    char *scratch; /* unescaped strings; owned, grows */
+    size_t cap;
+} jbuild;
+
+static bool jb_reserve(jbuild *b, size_t need)
+{
+    if (need <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    while (cap < need)
+        cap *= 2;
+    char *s = eddy_realloc(b->scratch, cap);
+    if (!s)
+        return false;
+    b->scratch = s;
+    b->cap = cap;
+    return true;
+}
+
+static size_t utf8_put(char *out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* A string at 'b->p' (the opening quote). '*out' points into the body when it has no
+ * escapes, else into the scratch buffer (valid until the next string). */
+static bool jb_string(jbuild *b, const char **out, size_t *len)
+{
+    const unsigned char *start = ++b->p;
+    while (b->p < b->end) {
+        b->p = skip_plain(b->p, b->end);
+        if (b->p >= b->end)
+            break;
+        unsigned c = *b->p;
+        if (c == '"') {
+            *out = (const char *)start;
+            *len = (size_t)(b->p - start);
+            b->p++;
+            return true;
+        }
+        if (c == '\\')
+            break;
+        if (c < 0x20)
+            return false;
+        if (c < 0x80) {
+            b->p++;
+        } else {
+            size_t k = utf8_seq(b->p, (size_t)(b->end - b->p));
+            if (!k)
+                return false;
+            b->p += k;
+        }
+    }
+    /* escapes: decode into the scratch buffer (never longer than the text) */
+    size_t n = (size_t)(b->p - start);
+    if (!jb_reserve(b, (size_t)(b->end - start) + 1))
+        return false;
+    memcpy(b->scratch, start, n);
+    jscan s = {b->p, b->end, 0, false};
+    while (b->p < b->end) {
+        unsigned c = *b->p;
+        if (c == '"') {
+            *out = b->scratch;
+            *len = n;
+            b->p++;
+            return true;
+        }
+        if (c < 0x20)
+            return false;
+        if (c != '\\') {
+            size_t k = c < 0x80 ? 1 : utf8_seq(b->p, (size_t)(b->end - b->p));
+            if (!k)
+                return false;
+            memcpy(b->scratch + n, b->p, k);
+            n += k;
+            b->p += k;
+            continue;
+        }
+        if (++b->p >= b->end)
+            return false;
+        c = *b->p++;
+        static const char plain[] = "\"\\/bfnrt", real[] = "\"\\/\b\f\n\r\t";
+        const char *e = c ? strchr(plain, (int)c) : NULL;
+        if (e) {
+            b->scratch[n++] = real[e - plain];
+            continue;
+        }
+        if (c != 'u')
+            return false;
+        unsigned u, lo;
+        s.p = b->p;
+        if (!js_u4(&s, &u) || u == 0 || (u >= 0xDC00 && u <= 0xDFFF))
+            return false;
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            if (s.end - s.p < 2 || s.p[0] != '\\' || s.p[1] != 'u')
+                return false;
+            s.p += 2;
+            if (!js_u4(&s, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                return false;
+            u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        b->p = s.p;
+        n += utf8_put(b->scratch + n, u);
+    }
+    return false;
+}
+
+static json_t *jb_value(jbuild *b);
+
+static json_t *jb_number(jbuild *b)
+{
+    jscan s = {b->p, b->end, 0, false};
+    const unsigned char *start = b->p;
+    if (!js_number(&s))
+        return NULL;
+    b->p = s.p;
+    size_t len = (size_t)(b->p - start);
+    bool neg = *start == '-';
+    /* Fast paths: up to 15 digits with at most a fraction, no exponent. Integers are
+     * exact; a fraction is m / 10^k with both exact in a double, and IEEE division rounds
+     * correctly, so the result is strtod's (Clinger's fast path). */
+    int64_t m = 0;
+    int digits = 0, frac = -1;
+    size_t i = neg;
+    for (; i < len && digits <= 15; i++) {
+        unsigned char c = start[i];
+        if (c >= '0' && c <= '9') {
+            m = m * 10 + (c - '0');
+            digits++;
+            if (frac >= 0)
+                frac++;
+        } else if (c == '.' && frac < 0) {
+            frac = 0;
+        } else {
+            break;
+        }
+    }
+    if (i == len && digits <= 15) {
+        if (frac < 0 && !(neg && m == 0)) /* -0 stays a real, as the parser keeps it */
+            return json_integer(neg ? -m : m);
+        static const double pow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+        double v = frac > 0 ? (double)m / pow10[frac] : (double)m;
+        return eddy_json_number(neg ? -v : v);
+    }
+    char buf[512];
+    if (len >= sizeof(buf))
+        return NULL;
+    memcpy(buf, start, len);
+    buf[len] = '\0';
+    return eddy_json_number(strtod(buf, NULL));
+}
+
+static json_t *jb_container(jbuild *b, bool object)
+{
+    if (++b->depth > JSON_MAX_DEPTH)
+        return NULL;
+    json_t *v = object ? json_object() : json_array();
+    if (!v)
+        return NULL;
+    b->p++;
+    char close = object ? '}' : ']';
+    if (b->p < b->end && *b->p == close) {
+        b->p++;
+        b->depth--;
+        return v;
+    }
+    for (;;) {
+        if (object) {
+            const char *key;
+            size_t klen;
+            char small[128];
+            char *kcopy = NULL;
+            if (b->p >= b->end || *b->p != '"' || !jb_string(b, &key, &klen))
+                goto fail;
+            if (key == b->scratch) { /* the value may reuse the scratch buffer */
+                kcopy = klen < sizeof(small) ? small : eddy_malloc(klen + 1);
+                if (!kcopy)
+                    goto fail;
+                memcpy(kcopy, key, klen);
+                key = kcopy;
+            }
+            json_t *item = NULL;
+            if (b->p < b->end && *b->p == ':') {
+                b->p++;
+                item = jb_value(b);
+            }
+            int rc = item ? json_object_setn_new_nocheck(v, key, klen, item) : -1;
+            if (kcopy && kcopy != small)
+                eddy_free(kcopy);
+            if (rc != 0)
+                goto fail;
+        } else {
+            json_t *item = jb_value(b);
+            if (!item || json_array_append_new(v, item) != 0)
+                goto fail;
+        }
+        if (b->p >= b->end)
+            goto fail;
+        if (*b->p == ',') {
+            b->p++;
+            continue;
+        }
+        if (*b->p != close)
+            goto fail;
+        b->p++;
+        b->depth--;
+        return v;
+    }
+fail:
+    json_decref(v);
+    return NULL;
+}
+
+static json_t *jb_value(jbuild *b)
+{
+    if (b->p >= b->end)
+        return NULL;
+    const char *s;
+    size_t n;
+    switch (*b->p) {
+    case '{':
+        return jb_container(b, true);
+    case '[':
+        return jb_container(b, false);
+    case '"':
+        return jb_string(b, &s, &n) ? json_stringn_nocheck(s, n) : NULL;
+    case 't':
+        return (size_t)(b->end - b->p) >= 4 && memcmp(b->p, "true", 4) == 0
+                   ? (b->p += 4, json_true())
+                   : NULL;
+    case 'f':
+        return (size_t)(b->end - b->p) >= 5 && memcmp(b->p, "false", 5) == 0
+                   ? (b->p += 5, json_false())
+                   : NULL;
+    case 'n':
+        return (size_t)(b->end - b->p) >= 4 && memcmp(b->p, "null", 4) == 0
+                   ? (b->p += 4, json_null())
+                   : NULL;
+    default:
+        return jb_number(b);
+    }
+}
+
+json_t *eddy_store_record_json(const eddy_store_record *rec, eddy_err *err)
+{
+    jbuild b = {(const unsigned char *)rec->data, (const unsigned char *)rec->data + rec->data_len,
+                0, NULL, 0};
+    json_t *v = jb_value(&b);
+    eddy_free(b.scratch);
+    if (v && b.p != b.end) {
+        json_decref(v);
+        v = NULL;
+    }
+    if (!v)
+        record_damaged(err, rec->position, "its body is not the JSON it was stored as");
+    return v;
 }
 
 /* ---- stats ---- */

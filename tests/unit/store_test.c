@@ -891,6 +891,75 @@ static void test_ndjson_round_trip_is_exact(void)
     teardown();
 }
 
+/* The fast body decoder gives what eddy_json_loadb gives, byte for byte when printed. */
+static void test_record_json_matches_the_parser(void)
+{
+    static const char *bodies[] = {
+        "{}",
+        "[]",
+        "\"\"",
+        "0",
+        "-0",
+        "-0.0",
+        "7",
+        "-42",
+        "123456789012345",
+        "1234567890123456",
+        "9007199254740993",
+        "12345678901234567890",
+        "0.1",
+        "-2.5",
+        "22.50",
+        "123456789012345.5",
+        "1e3",
+        "1E-7",
+        "1.7976931348623157e308",
+        "5e-324",
+        "2.2250738585072014e-308",
+        "true",
+        "false",
+        "null",
+        "\"plain ascii text that is long enough\"",
+        "\"caf\u00e9 \\n \\\" \\/\"",
+        "\"\\ud83d\\ude00 and \xf0\x9f\x98\x80 and \xc3\xa9\"",
+        "{\"a\":1,\"a\":2}",
+        "{\"k\\u00e9y\":{\"nested\":[1,[2,[3,{\"x\":null}]]]},\"t\":\"\\t\"}",
+        "[1.5,-0.25,100,1e21,3.14159,0.30000000000000004]"};
+    setup();
+    char id[16];
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        snprintf(id, sizeof(id), "j%zu", i);
+        append_one("s", id, EDDY_STORE_TIME_NONE, bodies[i]);
+    }
+    CHECK_OK(eddy_store_commit(st, &e_));
+    eddy_err err;
+    eddy_store_query q = {0};
+    eddy_store_iter *it = eddy_store_iter_open(st, &q, &err);
+    eddy_store_record rec;
+    size_t n = 0;
+    while (eddy_store_iter_next(it, &rec, &err) == 1) {
+        json_t *fast = eddy_store_record_json(&rec, &err);
+        json_t *slow = eddy_json_loadb(rec.data, rec.data_len, &err);
+        CHECK(fast && slow);
+        char *a = eddy_json_dumps(fast, 0), *b = eddy_json_dumps(slow, 0);
+        if (strcmp(a, b) != 0 || json_typeof(fast) != json_typeof(slow))
+            CHECK_FAIL_("body %s: fast %s, parser %s", rec.data, a, b);
+        eddy_free(a);
+        eddy_free(b);
+        json_decref(fast);
+        json_decref(slow);
+        n++;
+    }
+    CHECK_INT_EQ(n, sizeof(bodies) / sizeof(bodies[0]));
+    eddy_store_iter_close(it);
+    /* a damaged body is an error, not a value */
+    rec.data = "{\"a\":";
+    rec.data_len = 5;
+    CHECK(!eddy_store_record_json(&rec, &err));
+    CHECK_INT_EQ(err.code, EDDY_EIO);
+    teardown();
+}
+
 static void test_open_errors(void)
 {
     eddy_err err;
@@ -917,6 +986,7 @@ static const check_test tests[] = {
     {"reopen_continues_positions", test_reopen_continues_positions},
     {"damaged_files_are_reported", test_damaged_files_are_reported},
     {"ndjson_round_trip_is_exact", test_ndjson_round_trip_is_exact},
+    {"record_json_matches_the_parser", test_record_json_matches_the_parser},
     {"open_errors", test_open_errors},
     {NULL, NULL}};
 
