@@ -381,6 +381,11 @@ eddy_loop *eddy_node_loop(eddy_node *node)
     return node->engine->loop;
 }
 
+struct eddy_store *eddy_node_store(eddy_node *node)
+{
+    return node->engine->opts.store;
+}
+
 eddy_node *eddy_node_find(eddy_node *from, const char *id)
 {
     eddy_node *n = eddy_engine_find(from->engine, id);

@@ -25,6 +25,8 @@ typedef struct eddy_engine eddy_engine;
 typedef struct eddy_engine_opts {
     size_t queue_limit; /* deliveries queued before sources are asked to hold back; 0 = 65536 */
     int batch;          /* deliveries per loop iteration; 0 = 1024 */
+    struct eddy_store *store; /* the event store nodes reach through eddy_node_store;
+                                 borrowed, must outlive the engine; NULL = none */
 } eddy_engine_opts;
 
 /* Hooks an embedder (admin server, test harness) can set; all optional. Arguments are

@@ -46,6 +46,8 @@ struct eddy_loop {
     uv_prepare_t uv_prepare; /* before-sleep hooks */
     uv_async_t uv_async;     /* cross-thread wakeups */
     bool uv_ready;           /* handles initialised (real mode) */
+    bool in_uv_timer;        /* on_uv_timer is running (inside libuv's timer phase) */
+    bool rearm_in_prepare;   /* a timer is due now: arm the uv timer from the prepare phase */
     int64_t virtual_now;     /* manual mode clock, ms */
     int64_t wall_offset;     /* manual mode: wall = virtual_now + wall_offset */
     eddy_timer **heap;
@@ -235,15 +237,23 @@ static void on_uv_timer(uv_timer_t *handle)
     eddy_loop *loop = handle->data;
     /* Fire only what is due now; timers started by callbacks wait for the next turn. */
     int budget = (int)loop->heap_len;
+    loop->in_uv_timer = true;
     while (budget-- > 0 && timer_due(loop))
         fire_timer(loop);
-    rearm_uv_timer(loop);
+    loop->in_uv_timer = false;
+    /* libuv before 1.45 runs a timer restarted at 0 ms from its own callback again in the
+     * same timer phase, forever: nothing else (work, commits, I/O) would run. A timer that
+     * is due again is armed from the prepare phase, before this iteration's poll. */
+    if (timer_due(loop))
+        loop->rearm_in_prepare = true;
+    else
+        rearm_uv_timer(loop);
 }
 
 static void rearm_uv_timer(eddy_loop *loop)
 {
-    if (loop->mode != EDDY_CLOCK_REAL || !loop->uv_ready)
-        return;
+    if (loop->mode != EDDY_CLOCK_REAL || !loop->uv_ready || loop->in_uv_timer)
+        return; /* on_uv_timer arms it when it is done */
     if (loop->heap_len == 0) {
         uv_timer_stop(&loop->uv_timer);
         return;
@@ -277,7 +287,12 @@ static void run_before_sleep(eddy_loop *loop)
 
 static void on_uv_prepare(uv_prepare_t *handle)
 {
-    run_before_sleep(handle->data);
+    eddy_loop *loop = handle->data;
+    if (loop->rearm_in_prepare) {
+        loop->rearm_in_prepare = false;
+        rearm_uv_timer(loop);
+    }
+    run_before_sleep(loop);
 }
 
 static void on_uv_async(uv_async_t *handle)

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "engine.h"
+#include "events_cli.h"
 #include "flow.h"
 #include "log.h"
 #include "loop.h"
@@ -23,6 +24,7 @@ typedef struct cli_opts {
     const char *data_dir;
     int port;
     const char *log_level;
+    const char *fsync; /* event store durability policy; NULL = always */
 } cli_opts;
 
 static const char usage_main[] =
@@ -34,6 +36,7 @@ static const char usage_main[] =
     "  run FLOWS.json    load a Node-RED flow file and run it until SIGINT/SIGTERM\n"
     "  check FLOWS.json  validate a flow file without running it; lists every problem\n"
     "  nodes             list the node types this eddy knows\n"
+    "  events CMD        read, export, import and inspect the event store\n"
     "  help [COMMAND]    show help for a command\n"
     "\n"
     "Options:\n"
@@ -48,7 +51,9 @@ static const char usage_run[] =
     "delivered, every node is closed, and eddy exits 0. A flow that does not validate is\n"
     "not started; the problems are listed as by `eddy check` and eddy exits 1.\n"
     "\n"
-    "  --data DIR        data folder (event store, deployed flows); default ./eddy-data\n"
+    "  --data DIR        data folder (event store, deployed flows); default ./eddy-data;\n"
+    "                    the event store is opened only for flows with event nodes\n"
+    "  --fsync POLICY    event store durability: always (default), interval[:MS], never\n"
     "  --port N          admin/editor port (default 1880; used by the editor)\n"
     "  --log-level L     trace, debug, info (default), warn, error or off\n";
 
@@ -76,6 +81,8 @@ static int print_help(const char *topic)
         fputs(usage_check, stdout);
     else if (strcmp(topic, "nodes") == 0)
         fputs(usage_nodes, stdout);
+    else if (strcmp(topic, "events") == 0)
+        return eddy_events_help();
     else if (strcmp(topic, "help") == 0)
         puts("Usage: eddy help [COMMAND]");
     else {
@@ -90,11 +97,12 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
     static const struct option longopts[] = {{"data", required_argument, NULL, 'd'},
                                              {"port", required_argument, NULL, 'p'},
                                              {"log-level", required_argument, NULL, 'l'},
+                                             {"fsync", required_argument, NULL, 'f'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "d:p:l:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:p:l:f:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'd':
             o->data_dir = optarg;
@@ -109,6 +117,9 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
             o->port = (int)port;
             break;
         }
+        case 'f':
+            o->fsync = optarg;
+            break;
         case 'l':
             if (eddy_log_level_parse(optarg) < 0) {
                 fprintf(stderr, "eddy: unknown log level '%s'\n", optarg);
@@ -204,16 +215,27 @@ static int cmd_run(int argc, char **argv)
     eddy_err_clear(&err);
     eddy_registry *reg = make_registry();
     eddy_loop *loop = reg ? eddy_loop_new(EDDY_CLOCK_REAL, &err) : NULL;
-    eddy_engine *engine = loop ? eddy_engine_new(loop, reg, NULL, &err) : NULL;
-    if (!engine) {
-        if (err.code)
-            fprintf(stderr, "eddy: %s\n", err.msg);
+    eddy_problems problems = {0};
+    eddy_flow *flow = loop ? eddy_flow_load_file(o.flow_file, reg, &problems) : NULL;
+    eddy_store *store = NULL;
+    if (flow && eddy_events_open_for_flow(flow, o.data_dir, o.fsync, loop, &store) != 0) {
+        eddy_flow_free(flow);
         eddy_loop_free(loop);
         eddy_registry_free(reg);
         return 1;
     }
-    eddy_problems problems = {0};
-    eddy_flow *flow = eddy_flow_load_file(o.flow_file, reg, &problems);
+    eddy_engine_opts eopts = {.store = store};
+    eddy_engine *engine = loop ? eddy_engine_new(loop, reg, &eopts, &err) : NULL;
+    if (!engine) {
+        if (err.code)
+            fprintf(stderr, "eddy: %s\n", err.msg);
+        eddy_flow_free(flow);
+        eddy_store_close(store);
+        eddy_problems_clear(&problems);
+        eddy_loop_free(loop);
+        eddy_registry_free(reg);
+        return 1;
+    }
     int status = 1;
     if (flow && eddy_engine_start(engine, flow, &problems) == EDDY_OK) {
         eddy_log(EDDY_LOG_INFO, "[eddy] running %s (%d nodes)", o.flow_file, flow->node_count);
@@ -228,6 +250,7 @@ static int cmd_run(int argc, char **argv)
     }
     eddy_problems_clear(&problems);
     eddy_engine_free(engine);
+    eddy_store_close(store); /* detaches: commits what is pending */
     eddy_loop_free(loop);
     eddy_registry_free(reg);
     return status;
@@ -278,6 +301,11 @@ int main(int argc, char **argv)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "nodes") == 0)
         return cmd_nodes();
+    if (strcmp(cmd, "events") == 0) {
+        int rc = eddy_events_main(argc - 1, argv + 1);
+        eddy_mem_release_cache();
+        return rc;
+    }
     fprintf(stderr, "eddy: unknown command '%s'\n\n%s", cmd, usage_main);
     return 2;
 }

@@ -63,7 +63,9 @@ typedef struct eddy_prop {
  *   EDDY_NODE_STATUS      receives status changes of nodes in scope.
  *   EDDY_NODE_COMPLETE    receives messages that nodes in scope finished.
  *   EDDY_NODE_LINK_IN     a link target: other nodes find it with eddy_node_find.
- *   EDDY_NODE_NO_RUN      declared only (comment, tab-like): never instantiated. */
+ *   EDDY_NODE_NO_RUN      declared only (comment, tab-like): never instantiated.
+ *   EDDY_NODE_STORE       uses the event store: `eddy run` opens the data folder's store
+ *                         only for flows that have such a node. */
 #define EDDY_NODE_CONFIG     0x01u
 #define EDDY_NODE_ASYNC_DONE 0x02u
 #define EDDY_NODE_CATCH      0x04u
@@ -71,6 +73,7 @@ typedef struct eddy_prop {
 #define EDDY_NODE_COMPLETE   0x10u
 #define EDDY_NODE_LINK_IN    0x20u
 #define EDDY_NODE_NO_RUN     0x40u
+#define EDDY_NODE_STORE      0x80u
 
 /* Returned by 'close': done now, or later through eddy_node_closed. */
 #define EDDY_CLOSE_DONE  0
@@ -112,6 +115,9 @@ const json_t *eddy_node_config(const eddy_node *node);
 void *eddy_node_state(eddy_node *node);
 int eddy_node_output_count(const eddy_node *node);
 eddy_loop *eddy_node_loop(eddy_node *node);
+/* The event store of the engine (eddy run --data DIR), or NULL when it has none. Borrowed
+ * for the life of the node. Types that need it set EDDY_NODE_STORE. */
+struct eddy_store *eddy_node_store(eddy_node *node);
 
 /* ---- messages ---- */
 

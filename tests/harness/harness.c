@@ -3,19 +3,24 @@
  * its harness through a thread-local pointer, since node types are static data). */
 #include "harness.h"
 
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "mem.h"
 #include "node_int.h"
+#include "store.h"
 
 struct eddy_harness {
     eddy_loop *loop;
     eddy_registry *reg;
     eddy_engine *engine;
-    json_t *received; /* helper id -> array of messages */
-    json_t *events;   /* errors, warnings, status reports */
+    json_t *received;  /* helper id -> array of messages */
+    json_t *events;    /* errors, warnings, status reports */
+    eddy_store *store; /* attached to 'loop' while the flow runs; not owned */
 };
 
 static _Thread_local eddy_harness *harness_current;
@@ -116,12 +121,18 @@ eddy_harness *eddy_harness_new(const char *flow_json, const eddy_harness_opts *o
     if (!h->loop || !h->reg || eddy_registry_add_builtin(h->reg, &err) != EDDY_OK ||
         eddy_registry_add(h->reg, &helper_type, &err) != EDDY_OK)
         goto fail;
-    for (int i = 0; opts && opts->extra_types && opts->extra_types[i]; i++)
-        if (eddy_registry_add(h->reg, opts->extra_types[i], &err) != EDDY_OK)
+    for (int i = 0; opts && opts->types && opts->types[i]; i++)
+        if (eddy_registry_add(h->reg, opts->types[i], &err) != EDDY_OK)
             goto fail;
     if (mode == EDDY_CLOCK_MANUAL)
         eddy_loop_set_wall(h->loop, opts && opts->wall_start ? opts->wall_start : 1704067200000);
-    eddy_engine_opts eopts = {.queue_limit = opts ? opts->queue_limit : 0};
+    eddy_engine_opts eopts = {.queue_limit = opts ? opts->queue_limit : 0,
+                              .store = opts ? opts->store : NULL};
+    if (eopts.store) {
+        if (eddy_store_attach(eopts.store, h->loop, &err) != EDDY_OK)
+            goto fail;
+        h->store = eopts.store;
+    }
     h->engine = eddy_engine_new(h->loop, h->reg, &eopts, &err);
     if (!h->engine)
         goto fail;
@@ -158,6 +169,7 @@ int eddy_harness_free(eddy_harness *h)
         leaked = eddy_loop_timer_count(h->loop);
         eddy_engine_free(h->engine);
     }
+    eddy_store_detach(h->store);
     eddy_loop_free(h->loop);
     eddy_registry_free(h->reg);
     json_decref(h->received);
@@ -218,4 +230,37 @@ eddy_engine *eddy_harness_engine(eddy_harness *h)
 eddy_loop *eddy_harness_loop(eddy_harness *h)
 {
     return h->loop;
+}
+
+char *eddy_test_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[512];
+    snprintf(tmpl, sizeof(tmpl), "%s/eddy-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpl))
+        return NULL;
+    return eddy_strdup(tmpl);
+}
+
+void eddy_test_rmdir(char *dir)
+{
+    if (!dir)
+        return;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char path[1024];
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            if (unlink(path) != 0) {
+                char *sub = eddy_strdup(path);
+                eddy_test_rmdir(sub); /* a folder: empty it first */
+            }
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+    eddy_free(dir);
 }

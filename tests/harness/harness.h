@@ -15,11 +15,14 @@
 typedef struct eddy_harness eddy_harness;
 
 typedef struct eddy_harness_opts {
-    eddy_clock_mode clock; /* EDDY_CLOCK_MANUAL (default, 0 means manual here) or REAL */
-    bool real_clock;       /* true: use the real clock instead */
-    int64_t wall_start;    /* manual clock: wall time at virtual 0; 0 = 2024-01-01T00:00Z */
-    size_t queue_limit;    /* engine queue bound; 0 = engine default */
-    const eddy_node_type *const *extra_types; /* NULL-terminated test-only types, or NULL */
+    eddy_clock_mode clock;    /* EDDY_CLOCK_MANUAL (default, 0 means manual here) or REAL */
+    bool real_clock;          /* true: use the real clock instead */
+    int64_t wall_start;       /* manual clock: wall time at virtual 0; 0 = 2024-01-01T00:00Z */
+    size_t queue_limit;       /* engine queue bound; 0 = engine default */
+    struct eddy_store *store; /* event store for the flow (attached to the harness loop
+                                 while it runs, detached by eddy_harness_free); NULL = none */
+    const eddy_node_type *const *types; /* test-only node types to register as well
+                                           (NULL-terminated); NULL = none */
 } eddy_harness_opts;
 
 /* Loads 'flow_json' (a Node-RED flow array as text) with the native types plus "helper",
@@ -49,5 +52,10 @@ json_t *eddy_harness_take_events(eddy_harness *h);
 
 eddy_engine *eddy_harness_engine(eddy_harness *h);
 eddy_loop *eddy_harness_loop(eddy_harness *h);
+
+/* A fresh empty folder under $TMPDIR (or /tmp) for real files (LMDB stores). Ownership:
+ * new, eddy_test_rmdir removes it with everything in it and frees the name. */
+char *eddy_test_tmpdir(void);
+void eddy_test_rmdir(char *dir);
 
 #endif

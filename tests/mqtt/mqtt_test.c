@@ -134,8 +134,7 @@ static eddy_harness *start_flow(const char *tmpl, int port,
                                 const eddy_node_type *const *extra_types)
 {
     eddy_problems problems = {0};
-    eddy_harness_opts opts = {
-        .real_clock = true, .extra_types = extra_types, .queue_limit = queue_limit};
+    eddy_harness_opts opts = {.real_clock = true, .types = extra_types, .queue_limit = queue_limit};
     eddy_harness *h = eddy_harness_new(flow_text(tmpl, port), &opts, &problems);
     if (!h)
         eddy_problems_print(&problems, stderr);

@@ -122,6 +122,35 @@ static void test_real_clock(void)
     eddy_loop_free(loop);
 }
 
+/* A timer that asks to run again at once (0 ms) must not starve the rest of the loop:
+ * before-sleep hooks (commits) run between its firings. */
+static int spins, sleeps;
+static int64_t spin(eddy_loop *loop, eddy_timer *t, void *data)
+{
+    if (++spins == 50) {
+        eddy_loop_stop(loop);
+        return EDDY_TIMER_STOP;
+    }
+    return 0;
+}
+
+static void count_sleep(eddy_loop *loop, void *data)
+{
+    sleeps++;
+}
+
+static void test_zero_delay_timer_lets_hooks_run(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_REAL, NULL);
+    spins = sleeps = 0;
+    CHECK_INT_EQ(eddy_loop_add_before_sleep(loop, count_sleep, NULL), EDDY_OK);
+    eddy_timer_start(loop, 0, spin, NULL, NULL);
+    eddy_loop_run(loop);
+    CHECK_INT_EQ(spins, 50);
+    CHECK(sleeps >= 49); /* one turn of the loop per firing */
+    eddy_loop_free(loop);
+}
+
 /* Acks follow work: flush hooks run only after the work queue is empty and every hold
  * is released, and always after the before-sleep (commit) hooks of the same iteration. */
 static int work_left;
@@ -181,6 +210,7 @@ static const check_test tests[] = {
     {"stop_before_and_free_finalizes", test_stop_before_and_free_finalizes},
     {"wall_clock_follows_virtual", test_wall_clock_follows_virtual},
     {"real_clock", test_real_clock},
+    {"zero_delay_timer_lets_hooks_run", test_zero_delay_timer_lets_hooks_run},
     {"flush_waits_for_work_and_holds", test_flush_waits_for_work_and_holds},
     {NULL, NULL}};
 
