@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <uv.h>
 
 #include "log.h"
@@ -106,8 +105,9 @@ struct mqtt_broker {
     bool wanted;          /* should be connected (false after a "disconnect" action) */
     bool closing;
     bool close_done;
-    bool read_paused; /* back-pressure, or closing */
-    bool unsettled;   /* a QoS 1/2 message was read and the flow has not settled since */
+    bool read_paused;  /* back-pressure, or closing */
+    bool unsettled;    /* a QoS 1/2 message was read and the flow has not settled since */
+    bool read_message; /* on_message ran during the current mosquitto_loop_read */
     int64_t backoff_ms;
     int last_connack;    /* refusal reason of the last attempt, for the log */
     int last_connect_rc; /* libmosquitto's error of the last failed attempt, for the log */
@@ -271,15 +271,16 @@ static void write_out(mqtt_broker *b)
     check_link(b, mosquitto_loop_write(b->mosq, 1));
 }
 
-/* true when nothing more is waiting on the socket. errno cannot tell: libmosquitto's
- * internal wake-up pipe leaves EAGAIN behind once it is full. With TLS, libmosquitto
+/* true when nothing more is waiting on the socket, after a mosquitto_loop_read that left
+ * 'read_errno'. errno alone cannot tell: libmosquitto writes a byte to an internal wake-up
+ * pipe for every packet it queues (the PUBACK of a QoS 1 message, before on_message), and
+ * once that pipe is full it leaves EAGAIN behind. So EAGAIN counts only from a read that
+ * delivered no message; asking the kernel (FIONREAD) would cost a system call per message.
+ * Stopping early is harmless: the poll handle is level-triggered. With TLS, libmosquitto
  * drains what OpenSSL buffered itself, so one read per event is enough. */
-static bool socket_drained(mqtt_broker *b)
+static bool socket_drained(const mqtt_broker *b, int read_errno)
 {
-    int pending = 0;
-    if (b->usetls || ioctl(mosquitto_socket(b->mosq), FIONREAD, &pending) != 0)
-        return true;
-    return pending == 0;
+    return b->usetls || ((read_errno == EAGAIN || read_errno == EWOULDBLOCK) && !b->read_message);
 }
 
 static void read_in(mqtt_broker *b)
@@ -289,9 +290,12 @@ static void read_in(mqtt_broker *b)
             b->read_paused = true; /* resumed by on_drain */
             break;
         }
+        errno = 0;
+        b->read_message = false;
         int rc = mosquitto_loop_read(b->mosq, 1);
+        int read_errno = errno;
         check_link(b, rc);
-        if (rc != MOSQ_ERR_SUCCESS || !b->poll || socket_drained(b))
+        if (rc != MOSQ_ERR_SUCCESS || !b->poll || socket_drained(b, read_errno))
             break;
     }
 }
@@ -756,6 +760,7 @@ static void on_message(struct mosquitto *mosq, void *data, const struct mosquitt
                        const mosquitto_property *props)
 {
     mqtt_broker *b = data;
+    b->read_message = true;
     if (m->qos > 0)
         b->unsettled = true;
     mqtt_delivery d = {.topic = m->topic,
