@@ -5,3 +5,7 @@ cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 echo "== chain: inject -> change -> switch -> 10 x change -> sink"
 for i in 1 2 3; do "$build/bench/bench_chain" "${MESSAGES:-2000000}"; done
+echo
+# MQTT: a private mosquitto, then the bare counter, eddy and Node-RED (installed on first
+# use into ~/.cache/eddy-bench/node-red) on the same flow, at QoS 0 and 1
+MESSAGES=${MQTT_MESSAGES:-200000} BUILD=$build bash bench/mqtt.sh

@@ -77,6 +77,9 @@ static const char *media_kind(const char *content_type)
 
 static json_t *as_string(const mqtt_delivery *d)
 {
+    /* valid UTF-8, the usual case, is taken as it is, without a decoded copy */
+    if (eddy_utf8_valid(d->payload, d->len))
+        return json_stringn_nocheck(d->len ? d->payload : "", d->len);
     size_t n;
     char *text = eddy_utf8_decode(d->payload, d->len, &n);
     json_t *s = text ? json_stringn_nocheck(text, n) : NULL;

@@ -1,5 +1,6 @@
 /* msg_test.c: property paths, JavaScript number text, JSON encoding and deep equality. */
 #include <math.h>
+#include <stdint.h>
 
 #include "check.h"
 #include "msg.h"
@@ -170,6 +171,233 @@ static void test_msg_ids_unique(void)
     CHECK(strcmp(a, b) != 0);
 }
 
+static void check_decode(const char *in, size_t n, const char *want, size_t want_len)
+{
+    size_t len = 0;
+    char *out = eddy_utf8_decode(in, n, &len);
+    CHECK(out != NULL);
+    CHECK_INT_EQ(len, want_len);
+    CHECK(memcmp(out, want, want_len) == 0);
+    CHECK_INT_EQ(out[len], 0);
+    eddy_free(out);
+}
+
+/* Runs of ASCII are checked 8 bytes at a time: invalid bytes before, inside and after such
+ * runs, and multi-byte sequences across the 8-byte steps, must all be seen. */
+static void test_utf8_valid_and_decode(void)
+{
+    static const char ascii[] = "{\"deviceId\":\"gh-007\",\"temperature\":21.37}";
+    CHECK(eddy_utf8_valid(ascii, strlen(ascii)));
+    CHECK(eddy_utf8_valid(NULL, 0));
+    CHECK(eddy_utf8_valid("a\0b", 3)); /* NUL is a character */
+    static const char multi[] = "temp\xC3\xA9rature 21\xE2\x82\xAC \xF0\x9D\x84\x9E done";
+    CHECK(eddy_utf8_valid(multi, strlen(multi)));
+    check_decode(multi, strlen(multi), multi, strlen(multi));
+    check_decode(ascii, strlen(ascii), ascii, strlen(ascii));
+
+    /* invalid: a lone continuation byte, overlong, surrogate, past U+10FFFF, truncated */
+    static const char *const bad[] = {"0123456\x80"
+                                      "abcdefgh",
+                                      "\x80"
+                                      "1234567abcdefgh",
+                                      "0123456789abcdef\x80",
+                                      "\xC0\xAF",
+                                      "abcdefgh\xED\xA0\x80",
+                                      "\xF4\x90\x80\x80",
+                                      "abcdefghij\xE2\x82"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK(!eddy_utf8_valid(bad[i], strlen(bad[i])));
+
+    /* each invalid byte becomes U+FFFD, as Node.js's Buffer.toString() does */
+    check_decode("0123456789abcdef\x80xyz", 20, "0123456789abcdef\xEF\xBF\xBDxyz", 22);
+    check_decode("\xFF"
+                 "ab"
+                 "\xFE",
+                 4,
+                 "\xEF\xBF\xBD"
+                 "ab"
+                 "\xEF\xBF\xBD",
+                 8);
+    check_decode("abcdefghij\xE2\x82", 12, "abcdefghij\xEF\xBF\xBD\xEF\xBF\xBD", 16);
+    check_decode("a\0\xC3\xA9\xC3", 5, "a\0\xC3\xA9\xEF\xBF\xBD", 7);
+    check_decode("", 0, "", 0);
+}
+
+/* ---- eddy_json_loadb against jansson ---- */
+
+/* 'a' from eddy_json_loadb, 'b' from jansson's json_loadb with JSON_DECODE_INT_AS_REAL:
+ * equal values, numbers as eddy_json_number makes them, keys in the same order. */
+static bool same_json(const json_t *a, const json_t *b)
+{
+    if (json_is_real(b)) {
+        json_t *want = eddy_json_number(json_real_value(b));
+        bool same = json_typeof(a) == json_typeof(want) &&
+                    (json_is_integer(a)
+                         ? json_integer_value(a) == json_integer_value(want)
+                         : json_real_value(a) == json_real_value(want) &&
+                               signbit(json_real_value(a)) == signbit(json_real_value(want)));
+        json_decref(want);
+        return same;
+    }
+    if (json_typeof(a) != json_typeof(b))
+        return false;
+    if (json_is_string(a))
+        return json_string_length(a) == json_string_length(b) &&
+               memcmp(json_string_value(a), json_string_value(b), json_string_length(a)) == 0;
+    if (json_is_array(a)) {
+        if (json_array_size(a) != json_array_size(b))
+            return false;
+        for (size_t i = 0; i < json_array_size(a); i++)
+            if (!same_json(json_array_get(a, i), json_array_get(b, i)))
+                return false;
+        return true;
+    }
+    if (json_is_object(a)) {
+        if (json_object_size(a) != json_object_size(b))
+            return false;
+        void *ia = json_object_iter((json_t *)a), *ib = json_object_iter((json_t *)b);
+        for (; ia && ib; ia = json_object_iter_next((json_t *)a, ia),
+                         ib = json_object_iter_next((json_t *)b, ib)) {
+            size_t na = json_object_iter_key_len(ia), nb = json_object_iter_key_len(ib);
+            if (na != nb || memcmp(json_object_iter_key(ia), json_object_iter_key(ib), na) != 0 ||
+                !same_json(json_object_iter_value(ia), json_object_iter_value(ib)))
+                return false;
+        }
+        return !ia && !ib;
+    }
+    return true; /* true, false, null */
+}
+
+/* Whatever eddy_json_loadb's fast path accepts must read as jansson reads it, and what it
+ * leaves to jansson must fail with jansson's error. */
+static void check_like_jansson(const char *text, size_t len)
+{
+    eddy_err err;
+    eddy_err_clear(&err);
+    json_error_t je;
+    json_t *ours = eddy_json_loadb(text, len, &err);
+    json_t *theirs = json_loadb(text, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &je);
+    if ((ours == NULL) != (theirs == NULL) || (ours && !same_json(ours, theirs)) ||
+        (!ours &&
+         (strcmp(err.msg, je.text) != 0 || err.line != je.line || err.column != je.column))) {
+        fprintf(stderr, "input (%zu bytes): %.*s\n  eddy: %s\n  jansson: %s\n", len, (int)len, text,
+                ours ? "a value" : err.msg, theirs ? "a value" : je.text);
+        json_decref(ours);
+        json_decref(theirs);
+        CHECK(!"eddy_json_loadb differs from jansson");
+    }
+    json_decref(ours);
+    json_decref(theirs);
+}
+
+static void test_loadb_like_jansson(void)
+{
+    static const char *const seeds[] = {
+        "{\"eventId\":\"9e3779b1-0007-4e11-8b00-000000000123\",\"deviceId\":\"gh-007\","
+        "\"sensorId\":\"gh-007-th2\",\"ts\":1764000000123,\"temperature\":21.37,"
+        "\"humidity\":64.2,\"quality\":\"good\"}",
+        " { \"a\" : [ 1 , -2.5e3 , 0 , -0 , 0.0 , 1E-2 , 3e+2 ] ,\n\t\"b\" : { } , \"c\" : [ ] } "
+        "\r\n",
+        "{\"s\":\"tab\\there \\\"quoted\\\" back\\\\slash \\/ "
+        "\\b\\f\\n\\r\",\"t\":true,\"f\":false,"
+        "\"n\":null}",
+        "{\"unit\":\"\xC2\xB0"
+        "C\",\"euro\":\"\xE2\x82\xAC\",\"clef\":\"\xF0\x9D\x84\x9E\",\"\":1}",
+        "{\"a\":1,\"a\":2,\"b\":{\"a\":[{\"a\":null}]}}",
+        "[9007199254740991,9007199254740993,12345678901234567890,1e308,1e-400,4.9e-324]",
+        "[0.1,0.2,0.3,21.37,64.2,-9.87654321e-5,123456789012345,1234567890123456,1e22,1e23,"
+        "2.2250738585072014e-308,5e-324,0.000000000000000000001,100e-2,7E+21,1."
+        "7976931348623157e308]",
+        "[1e309]",
+        "[-1e400]",
+        "\"just a string\"",
+        "  42  ",
+        "-0.0",
+        "true",
+        "null",
+        "\"\\u00e9\\ud834\\udd1e\"",
+        "[\"\\u0000\"]",
+        "{\"k\\u0000\":1}",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        "[0123]",
+        "[1.]",
+        "[.5]",
+        "[1e]",
+        "[01]",
+        "[1,]",
+        "{\"a\":1,}",
+        "{\"a\" 1}",
+        "{a:1}",
+        "[truex]",
+        "[true1]",
+        "\"bad \\x escape\"",
+        "\"raw\ttab\"",
+        "\"\xC0\xAF\"",
+        "\"\xED\xA0\x80\"",
+        "[1] [2]",
+        "",
+        "   ",
+        "\xEF\xBB\xBF{}",
+    };
+    static const char alphabet[] =
+        "{}[]\":,\\ -+.eE0123456789tfnrulsa\t\n\x01\x1f\x7f\xc3\xa9\x80\xff/u";
+    uint64_t rng = 0x9E3779B97F4A7C15u;
+    char buf[512];
+    for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
+        size_t seed_len = strlen(seeds[s]);
+        check_like_jansson(seeds[s], seed_len);
+        for (int m = 0; m < 500; m++) {
+            size_t len = seed_len;
+            memcpy(buf, seeds[s], len);
+            int edits = 1 + m % 3;
+            for (int e = 0; e < edits; e++) {
+                rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; /* xorshift64 */
+                size_t at = len ? (size_t)(rng >> 8) % len : 0;
+                char c = alphabet[(rng >> 40) % (sizeof(alphabet) - 1)];
+                switch (rng % 4) {
+                case 0: /* replace */
+                    if (len)
+                        buf[at] = c;
+                    break;
+                case 1: /* delete */
+                    if (len) {
+                        memmove(buf + at, buf + at + 1, len - at - 1);
+                        len--;
+                    }
+                    break;
+                case 2: /* insert */
+                    if (len + 1 < sizeof(buf)) {
+                        memmove(buf + at + 1, buf + at, len - at);
+                        buf[at] = c;
+                        len++;
+                    }
+                    break;
+                default: /* cut short */
+                    len = at;
+                }
+            }
+            check_like_jansson(buf, len);
+        }
+    }
+    /* numbers: up to 18 digits, a decimal point anywhere, exponents around the exact range */
+    for (int i = 0; i < 20000; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        uint64_t bits = rng;
+        int n = 0, ndigits = 1 + (int)(bits % 18), point = (int)((bits >> 5) % 20);
+        if ((bits >> 10) & 1)
+            buf[n++] = '-';
+        for (int d = 0; d < ndigits; d++) {
+            if (d == point && d > 0)
+                buf[n++] = '.';
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            buf[n++] = (char)('0' + (d == 0 && ndigits > 1 && point != 1 ? 1 + rng % 9 : rng % 10));
+        }
+        if ((bits >> 11) & 1)
+            n += snprintf(buf + n, sizeof(buf) - (size_t)n, "e%d", (int)((bits >> 16) % 61) - 30);
+        check_like_jansson(buf, (size_t)n);
+    }
+}
+
 static const check_test tests[] = {{"path_parse", test_path_parse},
                                    {"path_errors", test_path_errors},
                                    {"path_set_creates", test_path_set_creates},
@@ -182,6 +410,8 @@ static const check_test tests[] = {{"path_parse", test_path_parse},
                                    {"to_string", test_to_string},
                                    {"equal_by_value", test_equal_by_value},
                                    {"msg_ids_unique", test_msg_ids_unique},
+                                   {"utf8_valid_and_decode", test_utf8_valid_and_decode},
+                                   {"loadb_like_jansson", test_loadb_like_jansson},
                                    {NULL, NULL}};
 
 CHECK_MAIN(tests)
