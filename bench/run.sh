@@ -5,3 +5,8 @@ cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 echo "== chain: inject -> change -> switch -> 10 x change -> sink"
 for i in 1 2 3; do "$build/bench/bench_chain" "${MESSAGES:-2000000}"; done
+echo "== store: appends per fsync policy and batch beside bare LMDB; replay (raw and through a flow)"
+"$build/bench/bench_store" "${EVENTS:-200000}" "${STORE_DIR:-${TMPDIR:-/tmp}}"
+for i in 1 2 3; do
+    "$build/bench/bench_store" "${EVENTS:-200000}" "${STORE_DIR:-${TMPDIR:-/tmp}}" replay | tail -1
+done
