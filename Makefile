@@ -21,8 +21,9 @@ build-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEDDY_SANITIZE=ON -DCMAKE_C_COMPILER=clang >/dev/null
 	cmake --build build-asan -j $(JOBS)
 
+# Starts a local mosquitto (if none listens on 127.0.0.1:1883) and the device simulator too.
 run: build
-	./build/eddy run $(FLOW) --data $(DATA) --port $(PORT)
+	FLOW=$(FLOW) DATA=$(DATA) PORT=$(PORT) bash scripts/run-example.sh
 
 # Everything: the release build's tests, then the same tests under ASan+UBSan (clang).
 test: test-release test-asan
@@ -38,10 +39,10 @@ bench: build
 	bash bench/run.sh
 
 format:
-	clang-format -i runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format -i runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c examples/*/*.c
 
 format-check:
-	clang-format --dry-run -Werror runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format --dry-run -Werror runtime/*.c runtime/*.h nodes/*.c nodes/*.h tests/*/*.c tests/*/*.h bench/*.c examples/*/*.c
 
 clean:
 	rm -rf build build-asan

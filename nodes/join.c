@@ -161,47 +161,14 @@ static size_t unescape(const char *s, size_t n, char *out)
  * numbers; others count as 0. Ownership: new (eddy_free). */
 static char *bytes_decode(const json_t *arr, size_t *out_len)
 {
-    size_t n = json_array_size(arr), k = 0;
+    size_t n = json_array_size(arr);
     unsigned char *b = eddy_malloc(n + 1);
-    char *o = eddy_malloc(n * 3 + 1);
-    if (!b || !o) {
-        eddy_free(b);
-        eddy_free(o);
+    if (!b)
         return NULL;
-    }
     for (size_t i = 0; i < n; i++)
         b[i] = (unsigned char)((long)js_number(json_array_get(arr, i)) & 0xFF);
-    for (size_t i = 0; i < n;) {
-        size_t need = b[i] < 0x80             ? 1
-                      : (b[i] & 0xE0) == 0xC0 ? 2
-                      : (b[i] & 0xF0) == 0xE0 ? 3
-                      : (b[i] & 0xF8) == 0xF0 ? 4
-                                              : 0;
-        bool ok = need > 0 && i + need <= n;
-        for (size_t j = 1; ok && j < need; j++)
-            ok = (b[i + j] & 0xC0) == 0x80;
-        if (ok && need > 1) {
-            unsigned cp = b[i] & (0xFF >> (need + 1));
-            for (size_t j = 1; j < need; j++)
-                cp = (cp << 6) | (b[i + j] & 0x3F);
-            ok = cp >= (need == 2   ? 0x80u
-                        : need == 3 ? 0x800u
-                                    : 0x10000u) &&
-                 cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-        }
-        if (ok) {
-            memcpy(o + k, b + i, need);
-            k += need;
-            i += need;
-        } else {
-            memcpy(o + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-        }
-    }
-    o[k] = '\0';
+    char *o = eddy_utf8_decode(b, n, out_len);
     eddy_free(b);
-    *out_len = k;
     return o;
 }
 

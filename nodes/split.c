@@ -113,47 +113,6 @@ static size_t unescape(const char *s, size_t n, char *out)
     return o;
 }
 
-/* Decodes bytes as UTF-8 the way Buffer.toString() does, each invalid byte becoming U+FFFD.
- * Ownership: new (eddy_free), NULL on out-of-memory. */
-static char *utf8_decode(const unsigned char *b, size_t n, size_t *out_len)
-{
-    char *o = eddy_malloc(n * 3 + 1);
-    size_t k = 0;
-    if (!o)
-        return NULL;
-    for (size_t i = 0; i < n;) {
-        size_t need = b[i] < 0x80             ? 1
-                      : (b[i] & 0xE0) == 0xC0 ? 2
-                      : (b[i] & 0xF0) == 0xE0 ? 3
-                      : (b[i] & 0xF8) == 0xF0 ? 4
-                                              : 0;
-        bool ok = need > 0 && i + need <= n;
-        for (size_t j = 1; ok && j < need; j++)
-            ok = (b[i + j] & 0xC0) == 0x80;
-        if (ok && need > 1) {
-            unsigned cp = b[i] & (0xFF >> (need + 1));
-            for (size_t j = 1; j < need; j++)
-                cp = (cp << 6) | (b[i + j] & 0x3F);
-            ok = cp >= (need == 2   ? 0x80u
-                        : need == 3 ? 0x800u
-                                    : 0x10000u) &&
-                 cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-        }
-        if (ok) {
-            memcpy(o + k, b + i, need);
-            k += need;
-            i += need;
-        } else {
-            memcpy(o + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-        }
-    }
-    o[k] = '\0';
-    *out_len = k;
-    return o;
-}
-
 /* A byte array given as JSON text ("[1,2]") or as a JSON array. New reference in '*out'. */
 static int parse_byte_array(const json_t *v, const char *what, json_t **out, eddy_err *err)
 {
@@ -222,7 +181,7 @@ static int split_conf_parse(const struct split_state *st, split_conf *c, eddy_er
         }
         for (size_t i = 0; i < n; i++)
             b[i] = (unsigned char)json_integer_value(json_array_get(c->sep_bytes, i));
-        c->sep = utf8_decode(b, n, &c->sep_len);
+        c->sep = eddy_utf8_decode(b, n, &c->sep_len);
         eddy_free(b);
         if (!c->sep) {
             conf_free(c);

@@ -354,59 +354,16 @@ const json_t *eddy_node_config(const eddy_node *node)
 /* ---- "${VAR}" properties ---- */
 
 /* Node-RED replaces a property whose whole value is "${NAME}" by that env variable before
- * the node starts. True if 'v' holds such a string anywhere. */
-static bool is_env_ref(const json_t *v)
+ * the node starts: from the node's scope (subflow instance, tab), then the process. */
+static json_t *resolve_env(void *data, const char *name)
 {
-    const char *s = json_string_value(v);
-    size_t len = s ? strlen(s) : 0;
-    return len > 3 && s[0] == '$' && s[1] == '{' && s[len - 1] == '}' &&
-           !memchr(s + 2, '}', len - 3);
-}
-
-static bool has_env_ref(const json_t *v, int depth)
-{
-    if (is_env_ref(v))
-        return true;
-    if (depth > 8)
-        return false;
-    const char *key;
-    json_t *item;
-    size_t i;
-    if (json_is_object(v)) {
-        json_object_foreach((json_t *)v, key, item) if (strcmp(key, "wires") != 0 &&
-                                                        has_env_ref(item, depth + 1)) return true;
-    } else if (json_is_array(v)) {
-        json_array_foreach(v, i, item) if (has_env_ref(item, depth + 1)) return true;
-    }
-    return false;
-}
-
-static json_t *substitute_env(eddy_node *n, json_t *v, int depth)
-{
-    if (is_env_ref(v)) {
-        const char *s = json_string_value(v);
-        char name[256];
-        snprintf(name, sizeof(name), "%.*s", (int)(strlen(s) - 3), s + 2);
-        json_t *value = eddy_node_env(n, name);
-        char *text = value ? eddy_json_to_string(value, true) : eddy_strdup("");
-        json_t *out = json_string(text ? text : "");
-        eddy_free(text);
-        return out;
-    }
-    if (depth <= 8 && (json_is_object(v) || json_is_array(v))) {
-        const char *key;
-        json_t *item;
-        size_t i;
-        if (json_is_object(v)) {
-            json_object_foreach(v, key,
-                                item) if (strcmp(key, "wires") != 0 && has_env_ref(item, depth + 1))
-                json_object_set_new(v, key, substitute_env(n, item, depth + 1));
-        } else {
-            json_array_foreach(v, i, item) if (has_env_ref(item, depth + 1))
-                json_array_set_new(v, i, substitute_env(n, item, depth + 1));
-        }
-    }
-    return json_incref(v);
+    json_t *value = eddy_node_env(data, name);
+    if (!value)
+        return NULL;
+    char *text = eddy_json_to_string(value, true);
+    json_t *out = json_string(text ? text : "");
+    eddy_free(text);
+    return out;
 }
 
 void *eddy_node_state(eddy_node *node)
@@ -473,8 +430,9 @@ static void node_logv(eddy_node *node, eddy_log_level level, char *out, size_t s
     if (out)
         snprintf(out, size, "%s", text);
     const char *name = eddy_node_name(node);
-    eddy_log(level, "[node %s (%s)%s%s%s on %s] %s", node->fn->id, node->type->name,
-             *name ? " \"" : "", name, *name ? "\"" : "", eddy_node_tab(node), text);
+    const char *tab = eddy_node_tab(node); /* config nodes have none */
+    eddy_log(level, "[node %s (%s)%s%s%s%s%s] %s", node->fn->id, node->type->name,
+             *name ? " \"" : "", name, *name ? "\"" : "", *tab ? " on " : "", tab, text);
 }
 
 void eddy_node_log(eddy_node *node, const char *fmt, ...)
@@ -580,8 +538,9 @@ void eddy_node_error(eddy_node *node, const json_t *msg, const char *fmt, ...)
     if (handled)
         return;
     e->stats.uncaught++;
-    eddy_log(EDDY_LOG_ERROR, "[node %s (%s) on %s] %s", node->fn->id, node->type->name,
-             eddy_node_tab(node), text);
+    const char *tab = eddy_node_tab(node);
+    eddy_log(EDDY_LOG_ERROR, "[node %s (%s)%s%s] %s", node->fn->id, node->type->name,
+             *tab ? " on " : "", tab, text);
     if (e->hooks.on_uncaught)
         e->hooks.on_uncaught(e->hooks.data, node, text);
 }
@@ -944,11 +903,9 @@ static void fill_report(void *data, int code, const char *msg)
 static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
 {
     const eddy_node_type *t = n->type;
-    if (has_env_ref(n->config, 0)) {
+    if (node__has_env_ref(n->config)) {
         /* the flow document stays as deployed; the node sees the substituted copy */
-        json_t *copy = json_deep_copy(n->config);
-        n->own_config = copy ? substitute_env(n, copy, 0) : NULL;
-        json_decref(copy);
+        n->own_config = node__substitute_env(n->config, resolve_env, n);
         if (!n->own_config) {
             report(problems, n, EDDY_ENOMEM, "out of memory substituting env properties");
             return EDDY_ENOMEM;
@@ -965,14 +922,25 @@ static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
             continue;
         const char *id = node__str(n->config, p->name);
         eddy_node *c = *id ? eddy_engine_find(e, id) : NULL;
-        if (*id && !c) {
+        if (*id && (!c || (p->choices && strcmp(c->type->name, p->choices) != 0))) {
+            /* a ${VAR} reference may name another node at start than it did at load */
             char msg[256];
-            snprintf(msg, sizeof(msg), "config node '%s' (property '%s') is not running", id,
-                     p->name);
+            snprintf(msg, sizeof(msg), "config node '%s' (property '%s') is not a running %s", id,
+                     p->name, p->choices ? p->choices : "config node");
             report(problems, n, EDDY_ENOTFOUND, msg);
             return EDDY_ENOTFOUND;
         }
         *(eddy_node **)((char *)n->state + p->offset) = c;
+    }
+    /* Values that came from ${VAR} references were not known when the flow loaded. */
+    if (n->own_config && t->validate) {
+        eddy_err err;
+        eddy_err_clear(&err);
+        if (t->validate(t, n->config, n->state, &err) != EDDY_OK) {
+            report(problems, n, err.code ? err.code : EDDY_EINVAL,
+                   err.msg[0] ? err.msg : "invalid configuration");
+            return err.code ? err.code : EDDY_EINVAL;
+        }
     }
     return EDDY_OK;
 }
@@ -1085,11 +1053,12 @@ int eddy_engine_start(eddy_engine *e, eddy_flow *flow, eddy_problems *problems)
         eddy_engine_stop(e);
         return rc;
     }
-    for (int i = 0; i < e->node_count; i++) {
+    /* Every node's properties first: a node's setup may read a config node's state
+     * (mqtt-broker reads tls-config), whatever their order in the file. */
+    for (int i = 0; rc == EDDY_OK && i < e->node_count; i++)
+        rc = configure_node(e, e->nodes[i], problems);
+    for (int i = 0; rc == EDDY_OK && i < e->node_count; i++) {
         eddy_node *n = e->nodes[i];
-        rc = configure_node(e, n, problems);
-        if (rc != EDDY_OK)
-            break;
         eddy_err err;
         eddy_err_clear(&err);
         if (n->type->setup && (rc = n->type->setup(n, n->state, &err)) != EDDY_OK) {
@@ -1161,8 +1130,13 @@ void eddy_engine_stop(eddy_engine *e)
         engine_work(e->loop, e);
         budget -= before < budget ? before : budget;
     }
-    if (e->ring_len > 0)
+    /* Messages dropped here were not taken by the flow: hold the loop while nodes close,
+     * so no acknowledgement of them reaches the outside (the broker delivers them again). */
+    bool dropped = e->ring_len > 0;
+    if (dropped) {
         eddy_log(EDDY_LOG_WARN, "[engine] %zu queued message(s) dropped at stop", e->ring_len);
+        eddy_loop_hold(e->loop, 1);
+    }
     drop_queue(e);
     /* Close sources before sinks: reverse set-up order puts config nodes last. */
     for (int i = e->node_count - 1; i >= 0; i--) {
@@ -1175,6 +1149,8 @@ void eddy_engine_stop(eddy_engine *e)
         }
     }
     wait_for_closes(e);
+    if (dropped)
+        eddy_loop_release(e->loop, 1);
     for (int i = 0; i < e->node_count; i++)
         stop_node_timers(e->nodes[i]); /* timers a close started */
     drop_queue(e);

@@ -249,6 +249,15 @@ static void check_typed_jsonata(loader *ld, const json_t *config, const char *id
     }
 }
 
+/* Resolves from the process environment, counting what it cannot resolve in *data. */
+static json_t *process_env(void *data, const char *name)
+{
+    const char *value = getenv(name);
+    if (!value)
+        (*(int *)data)++;
+    return value ? json_string(value) : NULL;
+}
+
 /* Checks type, props and the type's own validate. Returns the type or NULL. */
 static const eddy_node_type *check_node(loader *ld, json_t *obj, const char *id, const char *tab,
                                         json_t *id_map)
@@ -275,16 +284,30 @@ static const eddy_node_type *check_node(loader *ld, json_t *obj, const char *id,
         return nt;
     }
     check_ctx c = {ld, id, type, tab, NULL, id_map};
-    int bad = node__props_fill(nt, obj, state, defaults, config_exists, report_prop, &c);
+    /* "${NAME}" values are known only when the node starts (they may come from the tab's
+     * or a subflow's env, which the engine checks then); here the process environment
+     * stands in, and a node with a reference it cannot resolve is left to the start. */
+    int unresolved = 0;
+    json_t *checked =
+        node__has_env_ref(obj) ? node__substitute_env(obj, process_env, &unresolved) : NULL;
+    const json_t *config = checked ? checked : obj;
+    if (unresolved) {
+        eddy_free(state);
+        json_decref(defaults);
+        json_decref(checked);
+        return nt;
+    }
+    int bad = node__props_fill(nt, config, state, defaults, config_exists, report_prop, &c);
     if (!bad && nt->validate) {
         eddy_err err;
         eddy_err_clear(&err);
-        if (nt->validate(nt, obj, state, &err) != EDDY_OK)
+        if (nt->validate(nt, config, state, &err) != EDDY_OK)
             problem(ld, id, type, tab, err.code ? err.code : EDDY_EINVAL, "%s",
                     err.msg[0] ? err.msg : "invalid configuration");
     }
     eddy_free(state);
     json_decref(defaults);
+    json_decref(checked);
     return nt;
 }
 

@@ -813,3 +813,128 @@ bool eddy_json_equal(const json_t *a, const json_t *b)
     }
     return json_equal((json_t *)a, (json_t *)b);
 }
+
+/* ---- bytes ---- */
+
+/* Length of the well-formed UTF-8 sequence at b[i], or 0 if it is not one. */
+static size_t utf8_sequence(const unsigned char *b, size_t i, size_t n)
+{
+    size_t need = b[i] < 0x80             ? 1
+                  : (b[i] & 0xE0) == 0xC0 ? 2
+                  : (b[i] & 0xF0) == 0xE0 ? 3
+                  : (b[i] & 0xF8) == 0xF0 ? 4
+                                          : 0;
+    if (need == 0 || i + need > n)
+        return 0;
+    if (need == 1)
+        return 1;
+    unsigned cp = b[i] & (0xFFu >> (need + 1));
+    for (size_t j = 1; j < need; j++) {
+        if ((b[i + j] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (b[i + j] & 0x3F);
+    }
+    unsigned lowest = need == 2 ? 0x80u : need == 3 ? 0x800u : 0x10000u;
+    if (cp < lowest || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return need;
+}
+
+bool eddy_utf8_valid(const void *bytes, size_t n)
+{
+    const unsigned char *b = bytes;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(b, i, n);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+char *eddy_utf8_decode(const void *bytes, size_t n, size_t *out_len)
+{
+    const unsigned char *b = bytes;
+    char *o = eddy_malloc(n * 3 + 1);
+    size_t k = 0;
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(b, i, n);
+        if (len) {
+            memcpy(o + k, b + i, len);
+            k += len;
+            i += len;
+        } else {
+            memcpy(o + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        }
+    }
+    o[k] = '\0';
+    *out_len = k;
+    return o;
+}
+
+json_t *eddy_buffer_json(const void *bytes, size_t n)
+{
+    const unsigned char *b = bytes;
+    json_t *data = json_array();
+    json_t *buf = json_object();
+    if (!data || !buf) {
+        json_decref(data);
+        json_decref(buf);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(data, json_integer(b[i]));
+    json_object_set_new(buf, "type", json_string("Buffer"));
+    json_object_set_new(buf, "data", data);
+    return buf;
+}
+
+bool eddy_buffer_bytes(const json_t *value, unsigned char **out, size_t *len)
+{
+    const char *type = json_string_value(json_object_get(value, "type"));
+    const json_t *data = json_object_get(value, "data");
+    if (!type || strcmp(type, "Buffer") != 0 || !json_is_array(data))
+        return false;
+    size_t n = json_array_size(data);
+    unsigned char *b = eddy_malloc(n ? n : 1);
+    if (!b)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        json_int_t v = json_integer_value(json_array_get(data, i));
+        b[i] = (unsigned char)(v & 0xFF); /* as Buffer.from(array) keeps the low byte */
+    }
+    *out = b;
+    *len = n;
+    return true;
+}
+
+char *eddy_base64_encode(const void *bytes, size_t n)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *b = bytes;
+    char *o = eddy_malloc((n + 2) / 3 * 4 + 1);
+    if (!o)
+        return NULL;
+    size_t k = 0, i = 0;
+    for (; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)b[i] << 16 | (unsigned)b[i + 1] << 8 | b[i + 2];
+        o[k++] = alphabet[v >> 18];
+        o[k++] = alphabet[(v >> 12) & 63];
+        o[k++] = alphabet[(v >> 6) & 63];
+        o[k++] = alphabet[v & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned)b[i] << 16 | (i + 1 < n ? (unsigned)b[i + 1] << 8 : 0);
+        o[k++] = alphabet[v >> 18];
+        o[k++] = alphabet[(v >> 12) & 63];
+        o[k++] = i + 1 < n ? alphabet[(v >> 6) & 63] : '=';
+        o[k++] = '=';
+    }
+    o[k] = '\0';
+    return o;
+}

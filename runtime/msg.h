@@ -79,6 +79,23 @@ bool eddy_json_truthy(const json_t *value);
  * "[object Object]" unless 'json_objects' (then their JSON text). Ownership: new, eddy_free. */
 char *eddy_json_to_string(const json_t *value, bool json_objects);
 
+/* ---- bytes ---- */
+
+/* true when 'n' bytes are well-formed UTF-8 (no overlong forms, surrogates or code points
+ * past U+10FFFF), as the is-utf8 check Node-RED uses. */
+bool eddy_utf8_valid(const void *bytes, size_t n);
+/* Decodes bytes as UTF-8 the way Node.js's Buffer.toString() does: each invalid byte becomes
+ * U+FFFD. NUL-terminated; the length (NULs may occur inside) goes to 'out_len'.
+ * Ownership: new (eddy_free), NULL on out-of-memory. */
+char *eddy_utf8_decode(const void *bytes, size_t n, size_t *out_len);
+/* Node.js's Buffer in JSON form: {"type":"Buffer","data":[bytes]}. Ownership: new. */
+json_t *eddy_buffer_json(const void *bytes, size_t n);
+/* The bytes of a {"type":"Buffer","data":[...]} value: true and a new buffer (eddy_free) in
+ * '*out' of '*len' bytes, or false when 'value' is not such an object. */
+bool eddy_buffer_bytes(const json_t *value, unsigned char **out, size_t *len);
+/* Base64 text of 'n' bytes (RFC 4648, padded). Ownership: new, eddy_free. */
+char *eddy_base64_encode(const void *bytes, size_t n);
+
 /* ---- JSON text ---- */
 
 #define EDDY_JSON_PRETTY 0x1 /* indent by 4 spaces, as JSON.stringify(v, null, 4) */

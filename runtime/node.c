@@ -187,6 +187,89 @@ int node__props_fill(const eddy_node_type *type, const json_t *config, void *sta
     return ctx.problems;
 }
 
+/* ---- "${NAME}" properties ---- */
+
+bool node__is_env_ref(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    size_t len = s ? strlen(s) : 0;
+    return len > 3 && s[0] == '$' && s[1] == '{' && s[len - 1] == '}' &&
+           !memchr(s + 2, '}', len - 3);
+}
+
+#define ENV_REF_DEPTH 8 /* how deep inside a node's properties references are looked for */
+
+static bool has_env_ref_at(const json_t *v, int depth)
+{
+    if (node__is_env_ref(v))
+        return true;
+    if (depth > ENV_REF_DEPTH)
+        return false;
+    const char *key;
+    json_t *item;
+    size_t i;
+    if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, key,
+                            item) if (strcmp(key, "wires") != 0 &&
+                                      has_env_ref_at(item, depth + 1)) return true;
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, item) if (has_env_ref_at(item, depth + 1)) return true;
+    }
+    return false;
+}
+
+bool node__has_env_ref(const json_t *config)
+{
+    return has_env_ref_at(config, 0);
+}
+
+/* The value of reference 'ref' ("${NAME}"), a new reference; "" when unresolved. */
+static json_t *resolved(const json_t *ref, node__env_fn resolve, void *data)
+{
+    char name[256];
+    const char *s = json_string_value(ref);
+    snprintf(name, sizeof(name), "%.*s", (int)(strlen(s) - 3), s + 2);
+    json_t *value = resolve ? resolve(data, name) : NULL;
+    return value ? value : json_string("");
+}
+
+/* Replaces references inside 'v' (a copy the caller owns) in place. */
+static void substitute_in(json_t *v, int depth, node__env_fn resolve, void *data)
+{
+    if (depth > ENV_REF_DEPTH)
+        return;
+    const char *key;
+    json_t *item;
+    size_t i;
+    if (json_is_object(v)) {
+        json_object_foreach(v, key, item)
+        {
+            if (strcmp(key, "wires") == 0)
+                continue;
+            if (node__is_env_ref(item))
+                json_object_set_new(v, key, resolved(item, resolve, data));
+            else
+                substitute_in(item, depth + 1, resolve, data);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, item)
+        {
+            if (node__is_env_ref(item))
+                json_array_set_new(v, i, resolved(item, resolve, data));
+            else
+                substitute_in(item, depth + 1, resolve, data);
+        }
+    }
+}
+
+json_t *node__substitute_env(const json_t *config, node__env_fn resolve, void *data)
+{
+    json_t *copy = json_deep_copy(config);
+    if (copy)
+        substitute_in(copy, 0, resolve, data);
+    return copy;
+}
+
 /* ---- typed values ---- */
 
 static const char *const typed_types[] = {"str", "num",  "bool",   "json", "date", "env",

@@ -22,6 +22,16 @@ int node__props_fill(const eddy_node_type *type, const json_t *config, void *sta
 /* Output count of a node of 'type' configured by 'config'. */
 int node__output_count(const eddy_node_type *type, const json_t *config);
 
+/* Node-RED's "${NAME}" property: a string that is one env reference, whole. */
+bool node__is_env_ref(const json_t *value);
+/* A copy of 'config' with every "${NAME}" property (outside "wires") replaced by what
+ * 'resolve' returns for NAME (a new reference; NULL means ""). Ownership: new; NULL on
+ * out-of-memory. 'depth' bounds the walk; pass 0. */
+typedef json_t *(*node__env_fn)(void *data, const char *name);
+json_t *node__substitute_env(const json_t *config, node__env_fn resolve, void *data);
+/* true if 'config' holds a "${NAME}" property anywhere (outside "wires"). */
+bool node__has_env_ref(const json_t *config);
+
 /* The string at 'key' of 'config', or "" (borrowed). */
 const char *node__str(const json_t *config, const char *key);
 

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format valgrind
   libjansson-dev libuv1-dev
+  libmosquitto-dev mosquitto mosquitto-clients openssl
   liblmdb-dev
 )
 

@@ -31,14 +31,36 @@ printf '{"id":"c","type":"link call","timeout":"x","links":[],"wires":[[]]}]' >>
 "${vg[@]}" "$eddy" check "$work/bad.json" >"$work/vg.log" 2>&1
 check "check of a broken flow" $?
 
-"${vg[@]}" "$eddy" run "$src/flows/glasshouse.json" --data "$work/data" >"$work/vg.log" 2>&1 &
+# The glasshouse flow against a real mosquitto on a free port, fed by the simulator: MQTT in,
+# switch, template, MQTT out, then a clean stop.
+build_dir=$(dirname "$eddy")
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port=$((20000 + RANDOM % 20000))
+while listening "$port"; do port=$((port + 1)); done
+printf 'listener %d 127.0.0.1\nallow_anonymous true\n' "$port" >"$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+broker=$!
+trap 'kill "$broker" 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do listening "$port" && break; sleep 0.05; done
+MQTT_PORT=$port "${vg[@]}" "$eddy" run "$src/flows/glasshouse.json" --data "$work/data" >"$work/vg.log" 2>&1 &
 pid=$!
-sleep 4
+for _ in $(seq 200); do grep -q "connected to broker" "$work/vg.log" && break; sleep 0.05; done
+"$build_dir/examples/glasshouse-sim" --port "$port" --devices 5 --rate 20 --count 200 >/dev/null 2>&1
+sleep 1
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
-check "run glasshouse, then SIGTERM" "$rc"
+check "run glasshouse with MQTT, then SIGTERM" "$rc"
 grep -q "stopped cleanly" "$work/vg.log" || { fails=$((fails + 1)); echo "FAIL clean stop under valgrind"; cat "$work/vg.log"; }
+grep -q "vent alert" "$work/vg.log" || { fails=$((fails + 1)); echo "FAIL no MQTT reading went through the flow"; cat "$work/vg.log"; }
+
+# Reconnects, the outgoing queue, dynamic subscriptions and sessions, from the MQTT test.
+for t in broker_outage dynamic_subscribe persistent_session payload_types; do
+    "${vg[@]}" "$build_dir/tests/mqtt_test" "$t" >"$work/vg.log" 2>&1
+    rc=$?
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 99 ] || { fails=$((fails + 1)); echo "FAIL mqtt_test $t"; cat "$work/vg.log"; continue; }
+    check "mqtt_test $t" "$rc"
+done
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
