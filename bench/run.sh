@@ -9,3 +9,9 @@ echo
 # MQTT: a private mosquitto, then the bare counter, eddy and Node-RED (installed on first
 # use into ~/.cache/eddy-bench/node-red) on the same flow, at QoS 0 and 1
 MESSAGES=${MQTT_MESSAGES:-200000} BUILD=$build bash bench/mqtt.sh
+echo
+echo "== store: appends per fsync policy and batch beside bare LMDB; replay (raw and through a flow)"
+"$build/bench/bench_store" "${EVENTS:-200000}" "${STORE_DIR:-${TMPDIR:-/tmp}}"
+for i in 1 2 3; do
+    "$build/bench/bench_store" "${EVENTS:-200000}" "${STORE_DIR:-${TMPDIR:-/tmp}}" replay | tail -1
+done

@@ -11,7 +11,7 @@
 #include "err.h"
 #include "store.h"
 
-/* A message for a stored event: {_msgid, topic: stream, payload: the body, stream,
+/* A message for a stored event: {_msgid, topic: the stream, payload: the body,
  * position, version, eventType, eventId, eventTime, ingestTime} (times in ms since the
  * epoch). EDDY_EIO in 'err' when the body does not parse (a damaged record). Ownership:
  * new. */

@@ -375,8 +375,8 @@ const eddy_node_type eddy_node_event_replay = {
     .props = rp_props,
     .state_size = sizeof(struct rp_state),
     .help = "On an input message, emits a range of stored events (by position, stream or event "
-            "time) as messages on output 1: payload is the event's body, with stream, "
-            "position, version, eventType, eventId, eventTime and ingestTime. Full speed or "
+            "time) as messages on output 1: payload is the event's body and topic its stream, "
+            "with position, version, eventType, eventId, eventTime and ingestTime. Full speed or "
             "paced by event time (speed N = N times faster). When done the input message "
             "leaves on output 2 with payload {count, stopped, ...}. msg.payload {stream, from, "
             "to, fromTime, toTime, speed} overrides the properties; msg.stop stops.",

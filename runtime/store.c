@@ -949,10 +949,32 @@ static int group_begin(eddy_store *st, eddy_err *err)
         st->wcur = NULL;
         return mdb_fail(err, rc, "opening a cursor");
     }
+    if (mdb_txn_id(st->wtxn) != st->heads_txn) {
+        /* Another writer (eddy events import) may have come in between: forget cached
+         * versions and read where the log ends now. */
+        heads_clear(st);
+        MDB_cursor *cur;
+        MDB_val k, v;
+        rc = mdb_cursor_open(st->wtxn, st->db_events, &cur);
+        if (rc == 0) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+            mdb_cursor_close(cur);
+        }
+        if (rc == 0 && k.mv_size == 8)
+            st->next_position = get_u64(k.mv_data) + 1;
+        else if (rc == MDB_NOTFOUND)
+            st->next_position = 1;
+        else {
+            mdb_txn_abort(st->wtxn);
+            st->wtxn = NULL;
+            st->wcur = NULL;
+            return mdb_fail(err, rc ? rc : MDB_CORRUPTED, "finding the end of the log");
+        }
+        if (st->next_position - 1 > st->committed)
+            st->committed = st->next_position - 1; /* others' events, listeners hear of them */
+    }
     st->group_first = st->next_position;
     st->group_events = 0;
-    if (mdb_txn_id(st->wtxn) != st->heads_txn)
-        heads_clear(st); /* another writer came in between */
     return EDDY_OK;
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -731,6 +732,47 @@ static void test_reopen_continues_positions(void)
     teardown();
 }
 
+/* Another process (eddy events import) appends while this one has the store open: this
+ * one's next append must go after the other's events, with the right stream version. */
+static void test_another_writer_in_between(void)
+{
+    setup();
+    append_one("s", "mine-1", EDDY_STORE_TIME_NONE, "1");
+    CHECK_OK(eddy_store_commit(st, &e_));
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        eddy_err err;
+        eddy_store *other = eddy_store_open(dir, NULL, &err);
+        if (!other)
+            _exit(2);
+        char id[16];
+        for (int i = 0; i < 3; i++) {
+            snprintf(id, sizeof(id), "theirs-%d", i);
+            eddy_store_event ev = {
+                .id = id, .time = EDDY_STORE_TIME_NONE, .data = "2", .data_len = 1};
+            if (eddy_store_append(other, "s", EDDY_STORE_ANY, &ev, 1, NULL, &err) != EDDY_OK)
+                _exit(3);
+        }
+        eddy_store_close(other);
+        _exit(0);
+    }
+    int ws;
+    CHECK_INT_EQ(waitpid(pid, &ws, 0), pid);
+    CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    eddy_store_event ev = {
+        .id = "mine-2", .time = EDDY_STORE_TIME_NONE, .data = "3", .data_len = 1};
+    eddy_err err;
+    CHECK_INT_EQ(eddy_store_append(st, "s", 3, &ev, 1, NULL, &err), EDDY_OK);
+    CHECK_INT_EQ(ev.position, 5);
+    CHECK_INT_EQ(ev.version, 4);
+    CHECK_OK(eddy_store_commit(st, &e_));
+    CHECK_INT_EQ(eddy_store_last_position(st), 5);
+    CHECK_OK(eddy_store_verify(st, NULL, NULL, &e_));
+    teardown();
+}
+
 /* ---- damaged files ---- */
 
 static void write_file(const char *path, const void *data, size_t len)
@@ -984,6 +1026,7 @@ static const check_test tests[] = {
     {"sync_policies", test_sync_policies},
     {"checkpoints_persist", test_checkpoints_persist},
     {"reopen_continues_positions", test_reopen_continues_positions},
+    {"another_writer_in_between", test_another_writer_in_between},
     {"damaged_files_are_reported", test_damaged_files_are_reported},
     {"ndjson_round_trip_is_exact", test_ndjson_round_trip_is_exact},
     {"record_json_matches_the_parser", test_record_json_matches_the_parser},
