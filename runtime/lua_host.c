@@ -285,39 +285,38 @@ static int json_lib_array(lua_State *L)
 
 /* C memory a library function holds while it calls Lua (which may raise): kept in a
  * userdata whose __gc frees it if the call never returns normally. */
-typedef struct json_box {
-    json_t *json;
-    char *text;
-} json_box;
+#define LUA_BOX_META "eddy.box"
 
-#define JSON_BOX_META "eddy.json_box"
-
-static int json_box_gc(lua_State *L)
+static int box_gc(lua_State *L)
 {
-    json_box *box = lua_touserdata(L, 1);
-    if (box) {
-        json_decref(box->json);
-        eddy_free(box->text);
-        box->json = NULL;
-        box->text = NULL;
-    }
+    eddy_lua_box_clear(lua_touserdata(L, 1));
     return 0;
 }
 
-static json_box *json_box_new(lua_State *L)
+eddy_lua_box *eddy_lua_box_new(lua_State *L)
 {
-    json_box *box = lua_newuserdatauv(L, sizeof(*box), 0);
+    eddy_lua_box *box = lua_newuserdatauv(L, sizeof(*box), 0);
     box->json = NULL;
     box->text = NULL;
-    luaL_setmetatable(L, JSON_BOX_META);
+    luaL_setmetatable(L, LUA_BOX_META);
     return box;
+}
+
+void eddy_lua_box_clear(eddy_lua_box *box)
+{
+    if (!box)
+        return;
+    json_decref(box->json);
+    eddy_free(box->text);
+    box->json = NULL;
+    box->text = NULL;
 }
 
 static int json_lib_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
     int flags = lua_toboolean(L, 2) ? EDDY_JSON_PRETTY : 0;
-    json_box *box = json_box_new(L);
+    eddy_lua_box *box = eddy_lua_box_new(L);
     eddy_err err;
     eddy_err_clear(&err);
     int rc = eddy_lua_to_json(L, 1, "value", NULL, &box->json, &err);
@@ -331,10 +330,7 @@ static int json_lib_encode(lua_State *L)
     if (!box->text)
         return luaL_error(L, "json.encode: out of memory");
     lua_pushstring(L, box->text);
-    json_decref(box->json);
-    eddy_free(box->text);
-    box->json = NULL;
-    box->text = NULL;
+    eddy_lua_box_clear(box);
     return 1;
 }
 
@@ -343,7 +339,7 @@ static int json_lib_decode(lua_State *L)
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     eddy_lua_charge(L, (int64_t)(len / 8));
-    json_box *box = json_box_new(L);
+    eddy_lua_box *box = eddy_lua_box_new(L);
     eddy_err err;
     eddy_err_clear(&err);
     box->json = eddy_json_loadb(text, len, &err);
@@ -351,8 +347,7 @@ static int json_lib_decode(lua_State *L)
         return luaL_error(L, "json.decode: %s at line %d, column %d", err.msg, err.line,
                           err.column);
     eddy_lua_push_json(L, box->json);
-    json_decref(box->json);
-    box->json = NULL;
+    eddy_lua_box_clear(box);
     return 1;
 }
 
@@ -387,8 +382,8 @@ static int host_open(lua_State *L)
     wrap_field(L, LUA_COLIBNAME, "wrap", host_coroutine_new);
     lua_pushcfunction(L, host_print);
     lua_setglobal(L, "print");
-    luaL_newmetatable(L, JSON_BOX_META);
-    lua_pushcfunction(L, json_box_gc);
+    luaL_newmetatable(L, LUA_BOX_META);
+    lua_pushcfunction(L, box_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 
@@ -492,9 +487,8 @@ static int run_failed(eddy_lua *h, int status, eddy_err *err)
     if (h->exhausted)
         return eddy_err_set(err, EDDY_EBUDGET, "%s", m ? m : "instruction budget exceeded");
     if (status == LUA_ERRMEM || (h->mem_refused && m && strstr(m, "not enough memory")))
-        return eddy_err_set(err, EDDY_EBUDGET,
-                            "memory limit exceeded (%zu KiB per node; the state holds %zu KiB)",
-                            h->limits.memory >> 10, h->bytes >> 10);
+        return eddy_err_set(err, EDDY_EBUDGET, "memory limit exceeded (%zu KiB per node)",
+                            h->limits.memory >> 10);
     if (m)
         return eddy_err_set(err, EDDY_ESCRIPT, "%s", m);
     if (lua_type(L, -1) == LUA_TNUMBER) {

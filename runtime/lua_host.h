@@ -94,6 +94,17 @@ void eddy_lua_charge(lua_State *L, int64_t n);
 /* true once the current call ran out of budget or memory. */
 bool eddy_lua_exhausted(const eddy_lua *h);
 
+/* C memory held across Lua calls that may raise: a userdata (pushed on the stack) whose
+ * collection frees 'json' and 'text'. Push the box first, then allocate into it; clear it
+ * when done. eddy_lua_box_new raises on out-of-memory (before anything is owned). */
+typedef struct eddy_lua_box {
+    json_t *json; /* json_decref'd */
+    char *text;   /* eddy_free'd */
+} eddy_lua_box;
+eddy_lua_box *eddy_lua_box_new(lua_State *L);
+/* Frees what the box holds now. Accepts NULL. */
+void eddy_lua_box_clear(eddy_lua_box *box);
+
 /* ---- JSON <-> Lua ---- */
 
 /* Pushes 'v' (borrowed) as a Lua value; NULL pushes nil. Raises on out-of-memory or
