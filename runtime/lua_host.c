@@ -635,53 +635,67 @@ void eddy_lua_push_json(lua_State *L, const json_t *v)
 
 /* ---- Lua -> JSON ---- */
 
+/* Where the conversion is: a stack of keys (borrowed from Lua strings that stay on the
+ * stack meanwhile) and indexes, formatted only when something fails. */
+typedef struct conv_seg {
+    const char *key; /* NULL for an array index */
+    size_t klen;
+    lua_Integer index;
+} conv_seg;
+
 typedef struct conv {
     lua_State *L;
     eddy_lua *h;
     eddy_err *err;
     int rc;
-    char path[256]; /* where we are, "msg.payload.a[2]" */
-    size_t path_len;
+    const char *what; /* the root's name, "msg" */
+    int depth;
+    conv_seg segs[EDDY_LUA_MAX_DEPTH + 2];
 } conv;
+
+static void conv_path(const conv *c, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "%s", c->what);
+    for (int i = 0; i < c->depth && n < size; i++) {
+        const conv_seg *sg = &c->segs[i];
+        int k = sg->key ? snprintf(buf + n, size - n, ".%.*s", (int)(sg->klen > 64 ? 64 : sg->klen),
+                                   sg->key)
+                        : snprintf(buf + n, size - n, "[%lld]", (long long)sg->index);
+        if (k < 0)
+            break;
+        n += (size_t)k;
+    }
+}
 
 static json_t *conv_fail(conv *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static json_t *conv_fail(conv *c, int code, const char *fmt, ...)
 {
-    char text[EDDY_ERR_MSG_MAX - 64];
+    char text[EDDY_ERR_MSG_MAX - 64], path[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
+    conv_path(c, path, sizeof(path));
     c->rc = code;
-    eddy_err_set(c->err, code, "%s %s", c->path, text);
+    eddy_err_set(c->err, code, "%s %s", path, text);
     return NULL;
 }
 
-static size_t path_push_key(conv *c, const char *key, size_t klen)
+static void path_push_key(conv *c, const char *key, size_t klen)
 {
-    size_t at = c->path_len;
-    int n =
-        snprintf(c->path + at, sizeof(c->path) - at, ".%.*s", (int)(klen > 64 ? 64 : klen), key);
-    if (n > 0)
-        c->path_len = at + (size_t)n < sizeof(c->path) ? at + (size_t)n : sizeof(c->path) - 1;
-    return at;
+    c->segs[c->depth++] = (conv_seg){key, klen, 0};
 }
 
-static size_t path_push_index(conv *c, lua_Integer i)
+static void path_push_index(conv *c, lua_Integer i)
 {
-    size_t at = c->path_len;
-    int n = snprintf(c->path + at, sizeof(c->path) - at, "[%lld]", (long long)i);
-    if (n > 0)
-        c->path_len = at + (size_t)n < sizeof(c->path) ? at + (size_t)n : sizeof(c->path) - 1;
-    return at;
+    c->segs[c->depth++] = (conv_seg){NULL, 0, i};
 }
 
-static void path_pop(conv *c, size_t at)
+static void path_pop(conv *c)
 {
-    c->path_len = at;
-    c->path[at] = '\0';
+    c->depth--;
 }
 
 /* RFC 3629 UTF-8, as jansson requires of strings. */
@@ -802,9 +816,9 @@ static json_t *array_to_json(conv *c, int idx, lua_Integer n, const json_t *hint
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
         const json_t *hv = hint ? json_array_get(hint, (size_t)(i - 1)) : NULL;
-        size_t at = path_push_index(c, i);
+        path_push_index(c, i);
         json_t *child = to_json(c, -1, hv, depth + 1);
-        path_pop(c, at);
+        path_pop(c);
         lua_pop(L, 1);
         if (!child) {
             json_decref(out);
@@ -849,8 +863,21 @@ static json_t *object_to_json(conv *c, int idx, const json_t *hint, int depth)
     size_t seen = 0; /* Lua keys that the hint has too */
     lua_pushnil(L);
     while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            char kbuf[64];
+            bool index = lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1;
+            if (!index)
+                key_desc(L, -2, kbuf, sizeof(kbuf));
+            lua_pop(L, 2);
+            json_decref(out);
+            return index ? conv_fail(c, EDDY_EINVAL, "mixes array indexes and string keys")
+                         : conv_fail(c, EDDY_EINVAL,
+                                     "is a table with %s; JSON objects have string keys and "
+                                     "arrays indexes 1..n",
+                                     kbuf);
+        }
         size_t klen;
-        const char *key = lua_tolstring(L, -2, &klen); /* a string key (table_shape) */
+        const char *key = lua_tolstring(L, -2, &klen);
         const json_t *hv = hint ? json_object_getn(hint, key, klen) : NULL;
         if (hv)
             seen++;
@@ -859,9 +886,9 @@ static json_t *object_to_json(conv *c, int idx, const json_t *hint, int depth)
             json_decref(out);
             return conv_fail(c, EDDY_EINVAL, "has a key that is not valid UTF-8 text");
         }
-        size_t at = path_push_key(c, key, klen);
+        path_push_key(c, key, klen);
         json_t *child = to_json(c, -1, hv, depth + 1);
-        path_pop(c, at);
+        path_pop(c);
         lua_pop(L, 1);
         if (!child) {
             lua_pop(L, 1);
@@ -929,11 +956,13 @@ static json_t *to_json(conv *c, int idx, const json_t *hint, int depth)
     c->h->used += EDDY_LUA_VALUE_COST;
     if (c->h->used > c->h->limits.instructions) {
         c->h->exhausted = true;
+        char path[256];
+        conv_path(c, path, sizeof(path));
         c->rc = EDDY_EBUDGET;
         eddy_err_set(c->err, EDDY_EBUDGET,
                      "instruction budget exceeded converting %s to JSON (%lld instructions "
                      "per call)",
-                     c->path, (long long)c->h->limits.instructions);
+                     path, (long long)c->h->limits.instructions);
         return NULL;
     }
     switch (lua_type(L, idx)) {
@@ -985,6 +1014,16 @@ static json_t *to_json(conv *c, int idx, const json_t *hint, int depth)
                              EDDY_LUA_MAX_DEPTH);
         if (!lua_checkstack(L, 4))
             return conv_fail(c, EDDY_ENOMEM, "out of memory (Lua stack)");
+        /* the common case, an object, in one pass: its first key decides */
+        if (!eddy_lua_is_marked_array(L, idx)) {
+            lua_pushnil(L);
+            if (!lua_next(L, idx))
+                return object_to_json(c, idx, hint, depth);
+            bool object = lua_type(L, -2) == LUA_TSTRING;
+            lua_pop(L, 2);
+            if (object)
+                return object_to_json(c, idx, hint, depth);
+        }
         bool is_array;
         lua_Integer n;
         if (!table_shape(c, idx, &is_array, &n))
@@ -1004,9 +1043,13 @@ int eddy_lua_to_json(lua_State *L, int idx, const char *what, const json_t *hint
     *out = NULL;
     if (lua_isnoneornil(L, idx))
         return EDDY_OK;
-    conv c = {.L = L, .h = host_of(L), .err = err, .rc = EDDY_OK};
-    snprintf(c.path, sizeof(c.path), "%s", what);
-    c.path_len = strlen(c.path);
+    conv c; /* the segment stack is filled as needed, not cleared */
+    c.L = L;
+    c.h = host_of(L);
+    c.err = err;
+    c.rc = EDDY_OK;
+    c.what = what;
+    c.depth = 0;
     *out = to_json(&c, idx, hint, 0);
     return *out ? EDDY_OK : c.rc ? c.rc : EDDY_ENOMEM;
 }

@@ -51,31 +51,46 @@ static int raise_conv(lua_State *L, int rc, const eddy_err *err)
 
 /* ---- results: what a handler returns, or node.send takes ---- */
 
+typedef struct outbox_item {
+    int port;
+    json_t *msg;
+} outbox_item;
+
+/* Messages to send, in order; the first few without allocating. */
 typedef struct outbox {
-    struct {
-        int port;
-        json_t *msg;
-    } * items;
+    outbox_item *items; /* 'inline_items' or heap */
     size_t count, cap;
+    outbox_item inline_items[4];
 } outbox;
+
+static void outbox_init(outbox *o)
+{
+    o->items = o->inline_items;
+    o->count = 0;
+    o->cap = 4;
+}
 
 static void outbox_clear(outbox *o)
 {
     for (size_t i = 0; i < o->count; i++)
         json_decref(o->items[i].msg);
-    eddy_free(o->items);
-    memset(o, 0, sizeof(*o));
+    if (o->items != o->inline_items)
+        eddy_free(o->items);
+    outbox_init(o);
 }
 
 static bool outbox_add(outbox *o, int port, json_t *msg)
 {
     if (o->count == o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 4;
-        void *items = eddy_realloc(o->items, cap * sizeof(*o->items));
+        size_t cap = o->cap * 2;
+        outbox_item *items = eddy_malloc(cap * sizeof(*items));
         if (!items) {
             json_decref(msg);
             return false;
         }
+        memcpy(items, o->items, o->count * sizeof(*items));
+        if (o->items != o->inline_items)
+            eddy_free(o->items);
         o->items = items;
         o->cap = cap;
     }
@@ -208,7 +223,7 @@ static void outbox_send(eddy_script *s, outbox *o)
         json_t *m = o->items[i].msg;
         json_t *have = json_object_get(m, "_msgid");
         if (json_is_string(id)) {
-            if (!json_equal(have, (json_t *)id))
+            if (have != id && !json_equal(have, (json_t *)id))
                 json_object_set(m, "_msgid", (json_t *)id);
         } else if (!json_is_string(have)) {
             char fresh[17];
@@ -224,7 +239,8 @@ static void outbox_send(eddy_script *s, outbox *o)
 /* Collects and sends the value at 'idx', or raises (nothing sent) if it is not valid. */
 static void send_value(eddy_script *s, lua_State *L, int idx, const char *what)
 {
-    outbox o = {0};
+    outbox o;
+    outbox_init(&o);
     eddy_err err;
     eddy_err_clear(&err);
     int rc = collect(s, L, idx, what, &o, &err);
