@@ -412,6 +412,80 @@ static int api_env_get(lua_State *L)
     return 1;
 }
 
+/* ---- util: message properties by path, as Node-RED's RED.util ---- */
+
+/* Parses 'expr' ("payload.a[0]", with or without "msg.") or raises. */
+static void check_path(lua_State *L, const char *expr, eddy_path *path)
+{
+    eddy_err err;
+    eddy_err_clear(&err);
+    if (strncmp(expr, "msg.", 4) == 0)
+        expr += 4;
+    if (eddy_path_parse(expr, path, &err) != EDDY_OK)
+        luaL_error(L, "%s", err.msg);
+}
+
+/* Pushes the key of segment 'seg': array indexes count from 0 as in Node-RED's paths, and
+ * Lua arrays from 1. */
+static void push_segment(lua_State *L, const eddy_path_seg *seg)
+{
+    if (seg->key)
+        lua_pushstring(L, seg->key);
+    else
+        lua_pushinteger(L, (lua_Integer)seg->index + 1);
+}
+
+/* util.getMessageProperty(msg, path): the value, or nil when any step is missing. */
+static int api_get_property(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    eddy_path path;
+    check_path(L, luaL_checkstring(L, 2), &path);
+    lua_settop(L, 1);
+    for (int i = 0; i < path.count; i++) {
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pushnil(L);
+            return 1;
+        }
+        push_segment(L, &path.seg[i]);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+    return 1;
+}
+
+/* util.setMessageProperty(msg, path, value): creates tables on the way (arrays when the
+ * next step is an index); nil deletes. */
+static int api_set_property(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    eddy_path path;
+    check_path(L, luaL_checkstring(L, 2), &path);
+    lua_settop(L, 3);
+    lua_pushvalue(L, 1);
+    for (int i = 0; i < path.count - 1; i++) {
+        push_segment(L, &path.seg[i]);
+        lua_rawget(L, -2);
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            if (!lua_isnil(L, -1) && !eddy_lua_is_null(L, -1))
+                return luaL_error(L, "cannot set '%s': a step on the way is a %s",
+                                  lua_tostring(L, 2), luaL_typename(L, -1));
+            lua_pop(L, 1);
+            lua_newtable(L);
+            if (!path.seg[i + 1].key)
+                eddy_lua_mark_array(L, -1);
+            push_segment(L, &path.seg[i]);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, -4);
+        }
+        lua_remove(L, -2);
+    }
+    push_segment(L, &path.seg[path.count - 1]);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
 /* ---- timers ---- */
 
 static int timer_call(lua_State *L)
@@ -576,6 +650,10 @@ static int script_open(lua_State *L)
     lua_createtable(L, 0, 1);
     set_fn(L, "get", api_env_get);
     lua_setglobal(L, "env");
+    lua_createtable(L, 0, 2);
+    set_fn(L, "getMessageProperty", api_get_property);
+    set_fn(L, "setMessageProperty", api_set_property);
+    lua_setglobal(L, "util");
     /* print goes to the node's log line */
     lua_pushcfunction(L, api_log);
     lua_setglobal(L, "print");

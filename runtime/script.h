@@ -1,6 +1,6 @@
 /* script.h: a node driven by Lua: its own sandboxed state (lua_host.h) with the API a script
  * sees (node.send, node.done, node.status, node.error, node.warn, node.log, context, flow,
- * global, env, timers, json), and the message path: a message in as a Lua table, whatever
+ * global, env, timers, json, util), and the message path: a message in as a Lua table, whatever
  * the handler returns out to the node's outputs. The `lua` node (nodes/lua.c) and node types
  * written in Lua (lua_type.h) are both built on it. The API is described for script authors
  * in nodes/README.md.
@@ -31,7 +31,7 @@
 typedef struct eddy_script eddy_script;
 
 /* A state for 'node' with the API installed (globals node, context, flow, global, env,
- * setTimeout, setInterval, clearTimeout, clearInterval; node.setTimeout etc. too).
+ * util, setTimeout, setInterval, clearTimeout, clearInterval; node.setTimeout etc. too).
  * 'auto_done': the script is done with a message when its handler returns (false when the
  * script calls node.done itself). Ownership: new, free with eddy_script_free; borrows
  * 'node' for its life. */
