@@ -19,6 +19,11 @@ const eddy_node_type *const eddy_native_node_types[] = {
 struct eddy_registry {
     const eddy_node_type **types;
     int count, cap;
+    struct registry_owned {
+        const eddy_node_type *type;
+        void (*release)(const eddy_node_type *type);
+    } * owned; /* types the registry frees */
+    int owned_count;
 };
 
 eddy_registry *eddy_registry_new(eddy_err *err)
@@ -33,6 +38,9 @@ void eddy_registry_free(eddy_registry *reg)
 {
     if (!reg)
         return;
+    for (int i = 0; i < reg->owned_count; i++)
+        reg->owned[i].release(reg->owned[i].type);
+    eddy_free(reg->owned);
     eddy_free(reg->types);
     eddy_free(reg);
 }
@@ -55,6 +63,25 @@ int eddy_registry_add(eddy_registry *reg, const eddy_node_type *type, eddy_err *
         reg->cap = cap;
     }
     reg->types[reg->count++] = type;
+    return EDDY_OK;
+}
+
+int eddy_registry_add_owned(eddy_registry *reg, const eddy_node_type *type,
+                            void (*release)(const eddy_node_type *type), eddy_err *err)
+{
+    struct registry_owned *owned =
+        eddy_realloc(reg->owned, (size_t)(reg->owned_count + 1) * sizeof(*owned));
+    if (!owned) {
+        release(type);
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory registering a node type");
+    }
+    reg->owned = owned;
+    int rc = eddy_registry_add(reg, type, err);
+    if (rc != EDDY_OK) {
+        release(type);
+        return rc;
+    }
+    reg->owned[reg->owned_count++] = (struct registry_owned){type, release};
     return EDDY_OK;
 }
 

@@ -336,6 +336,11 @@ const char *eddy_node_type_name(const eddy_node *node)
     return node->type->name;
 }
 
+const eddy_node_type *eddy_node_get_type(const eddy_node *node)
+{
+    return node->type;
+}
+
 const char *eddy_node_name(const eddy_node *node)
 {
     return node__str(node->config, "name");

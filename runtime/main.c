@@ -14,17 +14,21 @@
 #include "flow.h"
 #include "log.h"
 #include "loop.h"
+#include "lua_type.h"
 #include "mem.h"
 #include "registry.h"
 
-#define DEFAULT_PORT 1880
+#define DEFAULT_PORT  1880
+#define MAX_NODE_DIRS 16
 
 typedef struct cli_opts {
     const char *flow_file;
     const char *data_dir;
     int port;
     const char *log_level;
-    const char *fsync; /* event store durability policy; NULL = always */
+    const char *fsync;                    /* event store durability policy; NULL = always */
+    const char *node_dirs[MAX_NODE_DIRS]; /* --nodes, in order */
+    int node_dir_count;
 } cli_opts;
 
 static const char usage_main[] =
@@ -44,7 +48,7 @@ static const char usage_main[] =
     "  -V, --version     print the version\n";
 
 static const char usage_run[] =
-    "Usage: eddy run FLOWS.json [--data DIR] [--port N] [--log-level LEVEL]\n"
+    "Usage: eddy run FLOWS.json [--data DIR] [--port N] [--log-level LEVEL] [--nodes DIR]\n"
     "\n"
     "Loads FLOWS.json (a Node-RED flow file, as exported by Node-RED), validates it and\n"
     "runs it on one event loop. SIGINT or SIGTERM stops it cleanly: queued messages are\n"
@@ -55,10 +59,17 @@ static const char usage_run[] =
     "                    the event store is opened only for flows with event nodes\n"
     "  --fsync POLICY    event store durability: always (default), interval[:MS], never\n"
     "  --port N          admin/editor port (default 1880; used by the editor)\n"
-    "  --log-level L     trace, debug, info (default), warn, error or off\n";
+    "  --log-level L     trace, debug, info (default), warn, error or off\n"
+    "  --nodes DIR       also load the Lua node types in DIR (a type's folder, or a folder\n"
+    "                    of them); may be given several times\n";
+
+static const char usage_nodes_dirs[] =
+    "\n"
+    "Lua node types shipped with eddy are loaded from $EDDY_LUA_NODES if set (empty: none),\n"
+    "else from the folder configured at build time (the source tree's nodes/lua).\n";
 
 static const char usage_check[] =
-    "Usage: eddy check FLOWS.json\n"
+    "Usage: eddy check FLOWS.json [--nodes DIR]\n"
     "\n"
     "Validates FLOWS.json without running anything and exits 0 if it would run, 1 if not.\n"
     "Every problem is listed, one per line, as FILE:LINE: node ID (TYPE) on tab TAB: WHAT.\n"
@@ -66,21 +77,21 @@ static const char usage_check[] =
     "are reported with the advice to use the lua node), wires to missing nodes, missing\n"
     "config nodes, property values, JSONata expressions (not supported by eddy).\n";
 
-static const char usage_nodes[] = "Usage: eddy nodes\n"
+static const char usage_nodes[] = "Usage: eddy nodes [--nodes DIR]\n"
                                   "\n"
                                   "Lists every node type eddy can run, with its inputs, outputs\n"
-                                  "and properties.\n";
+                                  "and properties; Lua types name their file.\n";
 
 static int print_help(const char *topic)
 {
     if (!topic)
         fputs(usage_main, stdout);
     else if (strcmp(topic, "run") == 0)
-        fputs(usage_run, stdout);
+        printf("%s%s", usage_run, usage_nodes_dirs);
     else if (strcmp(topic, "check") == 0)
-        fputs(usage_check, stdout);
+        printf("%s%s", usage_check, usage_nodes_dirs);
     else if (strcmp(topic, "nodes") == 0)
-        fputs(usage_nodes, stdout);
+        printf("%s%s", usage_nodes, usage_nodes_dirs);
     else if (strcmp(topic, "events") == 0)
         return eddy_events_help();
     else if (strcmp(topic, "help") == 0)
@@ -98,12 +109,20 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
                                              {"port", required_argument, NULL, 'p'},
                                              {"log-level", required_argument, NULL, 'l'},
                                              {"fsync", required_argument, NULL, 'f'},
+                                             {"nodes", required_argument, NULL, 'n'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "d:p:l:f:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:p:l:f:n:h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'n':
+            if (o->node_dir_count == MAX_NODE_DIRS) {
+                fprintf(stderr, "eddy: at most %d --nodes folders\n", MAX_NODE_DIRS);
+                return 2;
+            }
+            o->node_dirs[o->node_dir_count++] = optarg;
+            break;
         case 'd':
             o->data_dir = optarg;
             break;
@@ -135,24 +154,47 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
             return 2;
         }
     }
-    if (optind != argc - 1) {
+    if (usage == usage_nodes) {
+        if (optind != argc) {
+            fprintf(stderr, "eddy: nodes takes no arguments\n%s", usage);
+            return 2;
+        }
+    } else if (optind != argc - 1) {
         fprintf(stderr, "eddy: expected one flow file\n%s", usage);
         return 2;
+    } else {
+        o->flow_file = argv[optind];
     }
-    o->flow_file = argv[optind];
     if (o->log_level)
         eddy_log_set_level((eddy_log_level)eddy_log_level_parse(o->log_level));
     return 0;
 }
 
-static eddy_registry *make_registry(void)
+/* Native types, the Lua types shipped with eddy, then those of each --nodes folder. */
+static eddy_registry *make_registry(const cli_opts *o)
 {
     eddy_err err;
     eddy_err_clear(&err);
     eddy_registry *reg = eddy_registry_new(&err);
-    if (reg && eddy_registry_add_builtin(reg, &err) == EDDY_OK)
+    if (!reg || eddy_registry_add_builtin(reg, &err) != EDDY_OK) {
+        fprintf(stderr, "eddy: %s\n", err.msg);
+        eddy_registry_free(reg);
+        return NULL;
+    }
+    eddy_problems problems = {0};
+    const char *shipped = eddy_lua_types_dir();
+    struct stat st;
+    /* the folder baked in at build time may be gone (a copied binary): then only --nodes */
+    if (*shipped && (getenv("EDDY_LUA_NODES") || stat(shipped, &st) == 0))
+        eddy_lua_types_load(reg, shipped, &problems);
+    for (int i = 0; i < o->node_dir_count; i++)
+        eddy_lua_types_load(reg, o->node_dirs[i], &problems);
+    if (problems.count == 0)
         return reg;
-    fprintf(stderr, "eddy: %s\n", err.msg);
+    eddy_problems_print(&problems, stderr);
+    fprintf(stderr, "eddy: %d problem%s loading Lua node types\n", problems.count,
+            problems.count == 1 ? "" : "s");
+    eddy_problems_clear(&problems);
     eddy_registry_free(reg);
     return NULL;
 }
@@ -163,7 +205,7 @@ static int cmd_check(int argc, char **argv)
     int rc = parse_opts(argc, argv, &o, usage_check);
     if (rc)
         return rc == 1 ? 0 : rc;
-    eddy_registry *reg = make_registry();
+    eddy_registry *reg = make_registry(&o);
     if (!reg)
         return 1;
     eddy_problems problems = {0};
@@ -213,7 +255,7 @@ static int cmd_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     eddy_err err;
     eddy_err_clear(&err);
-    eddy_registry *reg = make_registry();
+    eddy_registry *reg = make_registry(&o);
     eddy_loop *loop = reg ? eddy_loop_new(EDDY_CLOCK_REAL, &err) : NULL;
     eddy_problems problems = {0};
     eddy_flow *flow = loop ? eddy_flow_load_file(o.flow_file, reg, &problems) : NULL;
@@ -256,9 +298,13 @@ static int cmd_run(int argc, char **argv)
     return status;
 }
 
-static int cmd_nodes(void)
+static int cmd_nodes(int argc, char **argv)
 {
-    eddy_registry *reg = make_registry();
+    cli_opts o = {0};
+    int rc = parse_opts(argc, argv, &o, usage_nodes);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    eddy_registry *reg = make_registry(&o);
     if (!reg)
         return 1;
     for (int i = 0; i < eddy_registry_count(reg); i++) {
@@ -266,6 +312,8 @@ static int cmd_nodes(void)
         printf("%-14s in:%d out:%s%s\n", t->name, t->inputs,
                t->outputs < 0 ? "n" : (char[]){(char)('0' + (t->outputs % 10)), 0},
                t->flags & EDDY_NODE_CONFIG ? " (config)" : "");
+        if (eddy_lua_type_is(t))
+            printf("    (Lua: %s)\n", eddy_lua_type_file(t));
         if (t->help)
             printf("    %s\n", t->help);
         for (const eddy_prop *p = t->props; p && p->name; p++)
@@ -300,7 +348,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "nodes") == 0)
-        return cmd_nodes();
+        return cmd_nodes(argc - 1, argv + 1);
     if (strcmp(cmd, "events") == 0) {
         int rc = eddy_events_main(argc - 1, argv + 1);
         eddy_mem_release_cache();

@@ -107,6 +107,8 @@ struct eddy_node_type {
 
 const char *eddy_node_id(const eddy_node *node);
 const char *eddy_node_type_name(const eddy_node *node);
+/* The node's type (for types made at run time, which share callbacks: Lua types). */
+const eddy_node_type *eddy_node_get_type(const eddy_node *node);
 const char *eddy_node_name(const eddy_node *node); /* "" when unnamed */
 const char *eddy_node_tab(const eddy_node *node);  /* tab id, or subflow instance id */
 /* The node's whole JSON object from the flow. Borrowed. */

@@ -10,7 +10,8 @@
 typedef struct eddy_registry eddy_registry;
 
 /* Ownership: new, free with eddy_registry_free. Holds borrowed type pointers (types must
- * outlive the registry; native ones are static). */
+ * outlive the registry; native ones are static), except those added with
+ * eddy_registry_add_owned, which it frees. */
 eddy_registry *eddy_registry_new(eddy_err *err);
 void eddy_registry_free(eddy_registry *reg);
 /* Adds every native type of nodes/nodes.def. */
@@ -18,6 +19,11 @@ int eddy_registry_add_builtin(eddy_registry *reg, eddy_err *err);
 /* Adds one type. EDDY_EDUPLICATE if the name is taken, EDDY_EINVAL if a callback that
  * its shape needs is missing (input for a type with inputs). */
 int eddy_registry_add(eddy_registry *reg, const eddy_node_type *type, eddy_err *err);
+/* Adds a type made at run time (a Lua type) and takes it: 'release' (not NULL) is called
+ * with it when the registry is freed, or at once if adding fails. Errors as
+ * eddy_registry_add. */
+int eddy_registry_add_owned(eddy_registry *reg, const eddy_node_type *type,
+                            void (*release)(const eddy_node_type *type), eddy_err *err);
 /* The type called 'name', or NULL. Borrowed. */
 const eddy_node_type *eddy_registry_find(const eddy_registry *reg, const char *name);
 int eddy_registry_count(const eddy_registry *reg);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "lua_type.h"
 #include "mem.h"
 #include "node_int.h"
 #include "store.h"
@@ -124,6 +125,9 @@ eddy_harness *eddy_harness_new(const char *flow_json, const eddy_harness_opts *o
     for (int i = 0; opts && opts->types && opts->types[i]; i++)
         if (eddy_registry_add(h->reg, opts->types[i], &err) != EDDY_OK)
             goto fail;
+    /* the Lua node types shipped with eddy, so that their vectors run like native ones */
+    if (*eddy_lua_types_dir() && eddy_lua_types_load(h->reg, eddy_lua_types_dir(), problems) < 0)
+        goto fail_quiet;
     if (mode == EDDY_CLOCK_MANUAL)
         eddy_loop_set_wall(h->loop, opts && opts->wall_start ? opts->wall_start : 1704067200000);
     eddy_engine_opts eopts = {.queue_limit = opts ? opts->queue_limit : 0,

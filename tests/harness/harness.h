@@ -25,10 +25,11 @@ typedef struct eddy_harness_opts {
                                            (NULL-terminated); NULL = none */
 } eddy_harness_opts;
 
-/* Loads 'flow_json' (a Node-RED flow array as text) with the native types plus "helper",
- * and starts it. A flow without a tab gets one ("t") and nodes without "z" are put on it
- * (config nodes excepted). On failure returns NULL and lists the problems. 'opts' may be
- * NULL. Ownership: new, eddy_harness_free. */
+/* Loads 'flow_json' (a Node-RED flow array as text) with the native types, the Lua types
+ * shipped with eddy (eddy_lua_types_dir) and "helper", and starts it. A flow without a tab
+ * gets one ("t") and nodes without "z" are put on it (config nodes excepted). On failure
+ * returns NULL and lists the problems. 'opts' may be NULL. Ownership: new,
+ * eddy_harness_free. */
 eddy_harness *eddy_harness_new(const char *flow_json, const eddy_harness_opts *opts,
                                eddy_problems *problems);
 /* Stops the flow, then frees everything. Returns the number of timers still alive after
