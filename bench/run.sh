@@ -15,3 +15,6 @@ echo "== store: appends per fsync policy and batch beside bare LMDB; replay (raw
 for i in 1 2 3; do
     "$build/bench/bench_store" "${EVENTS:-200000}" "${STORE_DIR:-${TMPDIR:-/tmp}}" replay | tail -1
 done
+echo
+echo "== lua: a lua node's threshold test against a switch doing the same, one run"
+"$build/bench/bench_lua" "${LUA_MESSAGES:-500000}"

@@ -854,15 +854,19 @@ static json_t *array_to_json(conv *c, int idx, lua_Integer n, const json_t *hint
 
 /* Objects: with a 'hint' object, values equal to the hint's are shared; when nothing
  * differs the hint itself is the result. */
-static json_t *object_to_json(conv *c, int idx, const json_t *hint, int depth)
+static json_t *object_to_json(conv *c, int idx, const json_t *hint, int depth, bool first_pushed)
 {
     lua_State *L = c->L;
     if (!json_is_object(hint))
         hint = NULL;
     json_t *out = NULL;
-    size_t seen = 0; /* Lua keys that the hint has too */
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
+    size_t seen = 0;     /* Lua keys that the hint has too */
+    if (!first_pushed) { /* else the first key and value are on the stack already */
+        lua_pushnil(L);
+        if (!lua_next(L, idx))
+            goto walked;
+    }
+    do {
         if (lua_type(L, -2) != LUA_TSTRING) {
             char kbuf[64];
             bool index = lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1;
@@ -912,7 +916,8 @@ static json_t *object_to_json(conv *c, int idx, const json_t *hint, int depth)
             json_decref(out);
             return conv_fail(c, EDDY_ENOMEM, "out of memory");
         }
-    }
+    } while (lua_next(L, idx));
+walked:
     if (!hint) {
         if (!out && !(out = json_object()))
             return conv_fail(c, EDDY_ENOMEM, "out of memory");
@@ -1018,18 +1023,17 @@ static json_t *to_json(conv *c, int idx, const json_t *hint, int depth)
         if (!eddy_lua_is_marked_array(L, idx)) {
             lua_pushnil(L);
             if (!lua_next(L, idx))
-                return object_to_json(c, idx, hint, depth);
-            bool object = lua_type(L, -2) == LUA_TSTRING;
+                return object_to_json(c, idx, hint, depth, false);
+            if (lua_type(L, -2) == LUA_TSTRING)
+                return object_to_json(c, idx, hint, depth, true);
             lua_pop(L, 2);
-            if (object)
-                return object_to_json(c, idx, hint, depth);
         }
         bool is_array;
         lua_Integer n;
         if (!table_shape(c, idx, &is_array, &n))
             return NULL;
         return is_array ? array_to_json(c, idx, n, hint, depth)
-                        : object_to_json(c, idx, hint, depth);
+                        : object_to_json(c, idx, hint, depth, false);
     }
     default:
         break;

@@ -221,8 +221,10 @@ static void outbox_send(eddy_script *s, outbox *o)
     const json_t *id = s->current ? json_object_get(s->current, "_msgid") : NULL;
     for (size_t i = 0; i < o->count; i++) {
         json_t *m = o->items[i].msg;
-        json_t *have = json_object_get(m, "_msgid");
-        if (json_is_string(id)) {
+        json_t *have = m == s->current ? (json_t *)id : json_object_get(m, "_msgid");
+        if (have == id && id) {
+            /* the message handled, unchanged at the top: its id is right */
+        } else if (json_is_string(id)) {
             if (have != id && !json_equal(have, (json_t *)id))
                 json_object_set(m, "_msgid", (json_t *)id);
         } else if (!json_is_string(have)) {
