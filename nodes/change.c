@@ -17,42 +17,9 @@
 
 /* ---- text building ---- */
 
-typedef struct ch_buf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} ch_buf;
-
-static void ch_add(ch_buf *b, const char *s, size_t n)
+static void ch_addc(eddy_buf *b, char c)
 {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *grown = eddy_realloc(b->data, cap);
-        if (!grown) {
-            b->failed = true;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void ch_addc(ch_buf *b, char c)
-{
-    ch_add(b, &c, 1);
-}
-
-static void ch_adds(ch_buf *b, const char *s)
-{
-    ch_add(b, s, strlen(s));
+    eddy_buf_add(b, &c, 1);
 }
 
 /* Bytes in the UTF-8 sequence that starts with 'c'. */
@@ -61,7 +28,7 @@ static size_t ch_utf8_len(unsigned char c)
     return c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
 }
 
-static void ch_add_utf8(ch_buf *b, unsigned long cp)
+static void ch_add_utf8(eddy_buf *b, unsigned long cp)
 {
     char u[4];
     if (cp < 0x80) {
@@ -69,18 +36,18 @@ static void ch_add_utf8(ch_buf *b, unsigned long cp)
     } else if (cp < 0x800) {
         u[0] = (char)(0xC0 | (cp >> 6));
         u[1] = (char)(0x80 | (cp & 0x3F));
-        ch_add(b, u, 2);
+        eddy_buf_add(b, u, 2);
     } else if (cp < 0x10000) {
         u[0] = (char)(0xE0 | (cp >> 12));
         u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
         u[2] = (char)(0x80 | (cp & 0x3F));
-        ch_add(b, u, 3);
+        eddy_buf_add(b, u, 3);
     } else {
         u[0] = (char)(0xF0 | (cp >> 18));
         u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
         u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
         u[3] = (char)(0x80 | (cp & 0x3F));
-        ch_add(b, u, 4);
+        eddy_buf_add(b, u, 4);
     }
 }
 
@@ -143,12 +110,12 @@ static int ch_hex(const char *s, int n, unsigned long *out)
  * whole character (outside the astral planes). Each such construct is a POSIX group. */
 typedef struct ch_re_tr {
     const char *src;
-    size_t i;     /* position in 'src' */
-    ch_buf *out;  /* the POSIX pattern */
-    ch_regex *rx; /* group map being filled */
-    size_t posix; /* POSIX groups opened so far */
-    int js;       /* JavaScript capturing groups opened so far */
-    char *why;    /* what is wrong, for the caller's message */
+    size_t i;      /* position in 'src' */
+    eddy_buf *out; /* the POSIX pattern */
+    ch_regex *rx;  /* group map being filled */
+    size_t posix;  /* POSIX groups opened so far */
+    int js;        /* JavaScript capturing groups opened so far */
+    char *why;     /* what is wrong, for the caller's message */
     size_t whylen;
 } ch_re_tr;
 
@@ -185,12 +152,12 @@ static unsigned long ch_utf8_decode(const char *s, size_t *len)
  * 'dash' so that it can be placed last). */
 static void ch_re_any_but(ch_re_tr *t, const char *items, bool dash)
 {
-    ch_adds(t->out, "([^");
-    ch_adds(t->out, items);
-    ch_adds(t->out, "\x80-\xff");
+    eddy_buf_str(t->out, "([^");
+    eddy_buf_str(t->out, items);
+    eddy_buf_str(t->out, "\x80-\xff");
     if (dash)
         ch_addc(t->out, '-');
-    ch_adds(t->out, "]|[\xc0-\xff][\x80-\xbf]*)");
+    eddy_buf_str(t->out, "]|[\xc0-\xff][\x80-\xbf]*)");
     t->posix++;
 }
 
@@ -262,7 +229,7 @@ static long ch_re_char_escape(const char *s, size_t *i)
 
 /* One member of a bracket expression at t->src[t->i]: a character (returned), or a class
  * escape (\d, \w, \s: appended to 'classes', returns -2). -1 after an error. */
-static long ch_re_member(ch_re_tr *t, ch_buf *classes, int *rc)
+static long ch_re_member(ch_re_tr *t, eddy_buf *classes, int *rc)
 {
     const char *src = t->src;
     if (src[t->i] != '\\') {
@@ -275,7 +242,7 @@ static long ch_re_member(ch_re_tr *t, ch_buf *classes, int *rc)
     char d = src[t->i];
     const char *cls = d == 'd' ? "0-9" : d == 'w' ? "A-Za-z0-9_" : d == 's' ? "[:space:]" : NULL;
     if (cls) {
-        ch_adds(classes, cls);
+        eddy_buf_str(classes, cls);
         t->i++;
         return -2;
     }
@@ -305,7 +272,7 @@ static int ch_re_bracket(ch_re_tr *t)
 {
     const char *src = t->src;
     bool neg = false, rbr = false, dash = false, caret = false, lbr = false;
-    ch_buf inner = {0}, wide = {0}; /* ASCII members; multi-byte members joined by '|' */
+    eddy_buf inner = {0}, wide = {0}; /* ASCII members; multi-byte members joined by '|' */
     int rc = EDDY_OK;
     t->i++;
     if (src[t->i] == '^') {
@@ -314,7 +281,7 @@ static int ch_re_bracket(ch_re_tr *t)
     }
     if (src[t->i] == ']')
         return ch_re_fail(t, EDDY_EUNSUPPORTED, "empty character class '[%s]'", neg ? "^" : "");
-    ch_add(&inner, "", 0);
+    eddy_buf_add(&inner, "", 0);
     while (src[t->i] != ']') {
         if (!src[t->i]) {
             rc = ch_re_fail(t, EDDY_EINVAL, "unterminated character class");
@@ -367,10 +334,10 @@ static int ch_re_bracket(ch_re_tr *t)
         goto done;
     }
     /* POSIX places: ']' first, '-' last, '^' anywhere but first */
-    ch_buf items = {0};
+    eddy_buf items = {0};
     if (rbr)
         ch_addc(&items, ']');
-    ch_add(&items, inner.data, inner.len);
+    eddy_buf_add(&items, inner.data, inner.len);
     if (lbr)
         ch_addc(&items, '[');
     if (caret)
@@ -397,12 +364,12 @@ static int ch_re_bracket(ch_re_tr *t)
     }
     if (ascii) {
         if (items.len == 1 && caret && !dash) {
-            ch_adds(t->out, "\\^");
+            eddy_buf_str(t->out, "\\^");
         } else if (items.len == 1 && caret) {
-            ch_adds(t->out, "[-^]");
+            eddy_buf_str(t->out, "[-^]");
         } else {
             ch_addc(t->out, '[');
-            ch_add(t->out, items.data, items.len);
+            eddy_buf_add(t->out, items.data, items.len);
             if (dash)
                 ch_addc(t->out, '-');
             ch_addc(t->out, ']');
@@ -411,7 +378,7 @@ static int ch_re_bracket(ch_re_tr *t)
     if (wide.len) {
         if (ascii)
             ch_addc(t->out, '|');
-        ch_add(t->out, wide.data, wide.len);
+        eddy_buf_add(t->out, wide.data, wide.len);
         ch_addc(t->out, ')');
     }
     eddy_free(items.data);
@@ -423,7 +390,7 @@ done:
 
 /* Translates JavaScript pattern 'src' into 'out'; fills the group map of 'rx'. Returns
  * EDDY_EUNSUPPORTED (or EDDY_EINVAL) with 'why' for what has no POSIX equivalent. */
-static int ch_re_translate(const char *src, ch_buf *out, ch_regex *rx, char *why, size_t whylen)
+static int ch_re_translate(const char *src, eddy_buf *out, ch_regex *rx, char *why, size_t whylen)
 {
     ch_re_tr tr = {src, 0, out, rx, 0, 0, why, whylen};
     ch_re_tr *t = &tr;
@@ -446,7 +413,7 @@ static int ch_re_translate(const char *src, ch_buf *out, ch_regex *rx, char *why
                                          : NULL;
             if (cls || but) {
                 if (cls)
-                    ch_adds(out, cls);
+                    eddy_buf_str(out, cls);
                 else
                     ch_re_any_but(t, but, false);
                 t->i += 2;
@@ -525,7 +492,7 @@ static int ch_re_translate(const char *src, ch_buf *out, ch_regex *rx, char *why
         if (qlen) {
             if (!atom)
                 return ch_re_fail(t, EDDY_EINVAL, "Nothing to repeat");
-            ch_add(out, src + t->i, qlen);
+            eddy_buf_add(out, src + t->i, qlen);
             t->i += qlen;
             if (src[t->i] == '?')
                 return ch_re_fail(t, EDDY_EUNSUPPORTED, "lazy quantifier '%.*s?'", (int)qlen,
@@ -558,9 +525,9 @@ static int ch_re_translate(const char *src, ch_buf *out, ch_regex *rx, char *why
 static int ch_regex_compile(ch_regex *rx, const char *src, int rule, ch_problems *pr)
 {
     char why[160] = "";
-    ch_buf pat = {0};
+    eddy_buf pat = {0};
     memset(rx, 0, sizeof(*rx));
-    ch_add(&pat, "", 0);
+    eddy_buf_add(&pat, "", 0);
     int rc = ch_re_translate(src, &pat, rx, why, sizeof(why));
     if (rc == EDDY_OK && pat.failed)
         rc = EDDY_ENOMEM;
@@ -615,7 +582,7 @@ static const char *ch_strip_store(const char *s)
 /* Writes 'expr' with each nested "[msg.x]" replaced by the value of msg.x as a key ("['v']")
  * or index ("[3]"). With 'msg' NULL (validation) every reference becomes "['x']". Returns
  * EDDY_OK, CH_SKIP (a reference is undefined or not a string or integer) or EDDY_EINVAL. */
-static int ch_resolve(const char *expr, const json_t *msg, ch_buf *out, int depth)
+static int ch_resolve(const char *expr, const json_t *msg, eddy_buf *out, int depth)
 {
     if (depth > 8)
         return EDDY_EINVAL;
@@ -634,7 +601,7 @@ static int ch_resolve(const char *expr, const json_t *msg, ch_buf *out, int dept
             if (!expr[j])
                 return EDDY_EINVAL;
             char *inner_src = eddy_strndup(expr + i + 1 + 4, j - i - 1 - 4);
-            ch_buf inner = {0};
+            eddy_buf inner = {0};
             int rc = inner_src ? ch_resolve(inner_src, msg, &inner, depth + 1) : EDDY_ENOMEM;
             eddy_free(inner_src);
             if (rc == EDDY_OK && inner.failed)
@@ -646,7 +613,7 @@ static int ch_resolve(const char *expr, const json_t *msg, ch_buf *out, int dept
             if (rc != EDDY_OK)
                 return rc;
             if (!msg) {
-                ch_adds(out, "['x']");
+                eddy_buf_str(out, "['x']");
             } else {
                 const json_t *v = eddy_path_get((json_t *)msg, &path);
                 if (json_is_string(v)) {
@@ -656,14 +623,14 @@ static int ch_resolve(const char *expr, const json_t *msg, ch_buf *out, int dept
                         return CH_SKIP;
                     ch_addc(out, '[');
                     ch_addc(out, q);
-                    ch_adds(out, s);
+                    eddy_buf_str(out, s);
                     ch_addc(out, q);
                     ch_addc(out, ']');
                 } else if (json_is_number(v) && json_number_value(v) >= 0 &&
                            json_number_value(v) == (double)(long)json_number_value(v)) {
                     char num[32];
                     snprintf(num, sizeof(num), "[%ld]", (long)json_number_value(v));
-                    ch_adds(out, num);
+                    eddy_buf_str(out, num);
                 } else {
                     return CH_SKIP;
                 }
@@ -679,7 +646,7 @@ static int ch_resolve(const char *expr, const json_t *msg, ch_buf *out, int dept
                 j++;
             if (expr[j])
                 j++;
-            ch_add(out, expr + i, j - i);
+            eddy_buf_add(out, expr + i, j - i);
             i = j;
             continue;
         }
@@ -706,7 +673,7 @@ static int ch_ref_init(ch_ref *ref, enum ch_scope scope, const char *text, int r
         return EDDY_ENOMEM;
     }
     ref->nested = strstr(e, "[msg.") || strstr(e, "[msg[");
-    ch_buf probe = {0};
+    eddy_buf probe = {0};
     int rc = ch_resolve(e, NULL, &probe, 0);
     eddy_err perr = {0};
     if (rc == EDDY_OK && eddy_path_parse(probe.data, &ref->path, &perr) != EDDY_OK)
@@ -734,7 +701,7 @@ static int ch_ref_path(const ch_ref *ref, const json_t *msg, eddy_path *tmp, con
         *out = &ref->path;
         return EDDY_OK;
     }
-    ch_buf b = {0};
+    eddy_buf b = {0};
     int rc = ch_resolve(ref->expr, msg, &b, 0);
     if (rc == EDDY_OK && eddy_path_parse(b.data, tmp, NULL) != EDDY_OK)
         rc = CH_SKIP;
@@ -748,7 +715,7 @@ static char *ch_ref_key(const ch_ref *ref, const json_t *msg)
 {
     if (!ref->nested)
         return eddy_strdup(ref->expr);
-    ch_buf b = {0};
+    eddy_buf b = {0};
     if (ch_resolve(ref->expr, msg, &b, 0) != EDDY_OK || b.failed) {
         eddy_free(b.data);
         return NULL;
@@ -1273,8 +1240,8 @@ static int ch_to_value(eddy_node *node, const ch_rule *r, json_t *msg, json_t **
 
 /* Appends replacement 'repl' for the match [so, eo) of 's', expanding $$, $&, $`, $' and
  * $n as String.prototype.replace does. 'pm' and 'rx' are NULL for a plain text search. */
-static void ch_expand(ch_buf *b, const char *repl, const char *s, size_t slen, size_t so, size_t eo,
-                      const regmatch_t *pm, const ch_regex *rx)
+static void ch_expand(eddy_buf *b, const char *repl, const char *s, size_t slen, size_t so,
+                      size_t eo, const regmatch_t *pm, const ch_regex *rx)
 {
     int groups = rx ? rx->groups : 0;
     for (size_t i = 0; repl[i];) {
@@ -1287,13 +1254,13 @@ static void ch_expand(ch_buf *b, const char *repl, const char *s, size_t slen, s
             ch_addc(b, '$');
             i += 2;
         } else if (n == '&') {
-            ch_add(b, s + so, eo - so);
+            eddy_buf_add(b, s + so, eo - so);
             i += 2;
         } else if (n == '`') {
-            ch_add(b, s, so);
+            eddy_buf_add(b, s, so);
             i += 2;
         } else if (n == '\'') {
-            ch_add(b, s + eo, slen - eo);
+            eddy_buf_add(b, s + eo, slen - eo);
             i += 2;
         } else if (n >= '0' && n <= '9') {
             int g = -1, used = 0;
@@ -1313,7 +1280,7 @@ static void ch_expand(ch_buf *b, const char *repl, const char *s, size_t slen, s
             }
             const regmatch_t *m = &pm[rx->map[g]];
             if (m->rm_so >= 0 && m->rm_eo >= m->rm_so)
-                ch_add(b, s + m->rm_so, (size_t)(m->rm_eo - m->rm_so));
+                eddy_buf_add(b, s + m->rm_so, (size_t)(m->rm_eo - m->rm_so));
             i += (size_t)used;
         } else {
             ch_addc(b, '$');
@@ -1323,7 +1290,7 @@ static void ch_expand(ch_buf *b, const char *repl, const char *s, size_t slen, s
 }
 
 /* s.replace(/re/g, repl) */
-static void ch_replace_regex(ch_buf *b, const ch_regex *rx, const char *s, size_t len,
+static void ch_replace_regex(eddy_buf *b, const ch_regex *rx, const char *s, size_t len,
                              const char *repl)
 {
     regmatch_t pm[CH_MAX_POSIX + 1];
@@ -1335,7 +1302,7 @@ static void ch_replace_regex(ch_buf *b, const ch_regex *rx, const char *s, size_
         if (regexec(&rx->re, s, nmatch, pm, REG_STARTEND | (pos ? REG_NOTBOL : 0)) != 0)
             break;
         size_t so = (size_t)pm[0].rm_so, eo = (size_t)pm[0].rm_eo;
-        ch_add(b, s + last, so - last);
+        eddy_buf_add(b, s + last, so - last);
         ch_expand(b, repl, s, len, so, eo, pm, rx);
         last = eo;
         if (eo == so) { /* an empty match: step over one character */
@@ -1344,17 +1311,17 @@ static void ch_replace_regex(ch_buf *b, const ch_regex *rx, const char *s, size_
             size_t n = ch_utf8_len((unsigned char)s[so]);
             if (so + n > len)
                 n = len - so;
-            ch_add(b, s + so, n);
+            eddy_buf_add(b, s + so, n);
             last = so + n;
         }
         pos = last;
     }
     if (last < len)
-        ch_add(b, s + last, len - last);
+        eddy_buf_add(b, s + last, len - last);
 }
 
 /* s.replace(new RegExp(escaped(needle), "g"), repl) */
-static void ch_replace_text(ch_buf *b, const char *needle, const char *s, size_t len,
+static void ch_replace_text(eddy_buf *b, const char *needle, const char *s, size_t len,
                             const char *repl)
 {
     size_t nlen = strlen(needle), last = 0, pos = 0;
@@ -1366,7 +1333,7 @@ static void ch_replace_text(ch_buf *b, const char *needle, const char *s, size_t
             if (at + nlen > len)
                 break;
         }
-        ch_add(b, s + last, at - last);
+        eddy_buf_add(b, s + last, at - last);
         ch_expand(b, repl, s, len, at, at + nlen, NULL, NULL);
         last = at + nlen;
         if (!nlen) {
@@ -1375,13 +1342,13 @@ static void ch_replace_text(ch_buf *b, const char *needle, const char *s, size_t
             size_t n = ch_utf8_len((unsigned char)s[at]);
             if (at + n > len)
                 n = len - at;
-            ch_add(b, s + at, n);
+            eddy_buf_add(b, s + at, n);
             last = at + n;
         }
         pos = last;
     }
     if (last < len)
-        ch_add(b, s + last, len - last);
+        eddy_buf_add(b, s + last, len - last);
 }
 
 /* What 'from' is for this message, as Node-RED's getFromValue sees it. */
@@ -1429,8 +1396,8 @@ static int ch_apply_change(eddy_node *node, const ch_rule *r, json_t *msg, json_
             return CH_NEXT;
         }
         char *repl = eddy_json_to_string(value, false);
-        ch_buf b = {0};
-        ch_add(&b, "", 0);
+        eddy_buf b = {0};
+        eddy_buf_add(&b, "", 0);
         if (repl && from.type == CT_RE)
             ch_replace_regex(&b, &r->regex, cur, len, repl);
         else if (repl)

@@ -187,35 +187,6 @@ static enum join_kind kind_of(const char *type)
     return KIND_ARRAY;
 }
 
-/* A simple growable byte string. */
-typedef struct sbuf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = eddy_realloc(b->data, cap);
-        if (!d) {
-            b->failed = true;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
 /* ---- configuration ---- */
 
 typedef struct join_conf {
@@ -438,23 +409,23 @@ static json_t *join_strings(const json_t *arr, const json_t *ch)
 {
     size_t sep_len, i;
     char *sep = join_char_text(ch, &sep_len);
-    sbuf b = {0};
+    eddy_buf b = {0};
     json_t *v;
     if (!sep)
         return NULL;
-    sb_add(&b, "", 0);
+    eddy_buf_add(&b, "", 0);
     json_array_foreach(arr, i, v)
     {
         if (i > 0)
-            sb_add(&b, sep, sep_len);
+            eddy_buf_add(&b, sep, sep_len);
         if (json_is_string(v)) {
-            sb_add(&b, json_string_value(v), json_string_length(v));
+            eddy_buf_add(&b, json_string_value(v), json_string_length(v));
         } else if (v && !json_is_null(v)) {
             char *s = eddy_json_to_string(v, false);
             if (!s)
                 b.failed = true;
             else
-                sb_add(&b, s, strlen(s));
+                eddy_buf_add(&b, s, strlen(s));
             eddy_free(s);
         }
     }

@@ -350,64 +350,36 @@ static int mt_parse(const char *src, size_t len, mt_template *out, eddy_err *err
 
 /* ---- rendering ---- */
 
-typedef struct mt_buf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} mt_buf;
-
-static void mt_add(mt_buf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *grown = eddy_realloc(b->data, cap);
-        if (!grown) {
-            b->failed = true;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void mt_add_escaped(mt_buf *b, const char *s)
+static void mt_add_escaped(eddy_buf *b, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
         case '&':
-            mt_add(b, "&amp;", 5);
+            eddy_buf_add(b, "&amp;", 5);
             break;
         case '<':
-            mt_add(b, "&lt;", 4);
+            eddy_buf_add(b, "&lt;", 4);
             break;
         case '>':
-            mt_add(b, "&gt;", 4);
+            eddy_buf_add(b, "&gt;", 4);
             break;
         case '"':
-            mt_add(b, "&quot;", 6);
+            eddy_buf_add(b, "&quot;", 6);
             break;
         case '\'':
-            mt_add(b, "&#39;", 5);
+            eddy_buf_add(b, "&#39;", 5);
             break;
         case '/':
-            mt_add(b, "&#x2F;", 6);
+            eddy_buf_add(b, "&#x2F;", 6);
             break;
         case '`':
-            mt_add(b, "&#x60;", 6);
+            eddy_buf_add(b, "&#x60;", 6);
             break;
         case '=':
-            mt_add(b, "&#x3D;", 6);
+            eddy_buf_add(b, "&#x3D;", 6);
             break;
         default:
-            mt_add(b, s, 1);
+            eddy_buf_add(b, s, 1);
         }
     }
 }
@@ -422,7 +394,7 @@ typedef struct mt_render {
     eddy_node *node;
     bool is_json; /* output "json": strings of the message are escaped for JSON text */
     json_t *keep; /* values made while rendering (string lengths, env values), freed after */
-    mt_buf out;
+    eddy_buf out;
     int depth;
 } mt_render;
 
@@ -547,10 +519,10 @@ static const json_t *mt_lookup_chain(mt_render *r, const mt_frame *f, const char
 /* JSON output: backslash escapes for the control characters JSON text cannot hold. */
 static json_t *mt_json_escape(const json_t *s)
 {
-    mt_buf b = {0};
+    eddy_buf b = {0};
     const char *p = json_string_value(s);
     size_t n = json_string_length(s);
-    mt_add(&b, "", 0);
+    eddy_buf_add(&b, "", 0);
     for (size_t i = 0; i < n; i++) {
         const char *esc = NULL;
         switch (p[i]) {
@@ -574,9 +546,9 @@ static json_t *mt_json_escape(const json_t *s)
             break;
         }
         if (esc)
-            mt_add(&b, esc, 2);
+            eddy_buf_add(&b, esc, 2);
         else
-            mt_add(&b, p + i, 1);
+            eddy_buf_add(&b, p + i, 1);
     }
     json_t *out = b.failed ? NULL : json_stringn(b.data, b.len);
     eddy_free(b.data);
@@ -638,7 +610,7 @@ static void mt_render_range(mt_render *r, const mt_template *t, int from, int to
         const mt_token *tok = &t->tokens[i];
         switch (tok->kind) {
         case MT_TEXT:
-            mt_add(&r->out, tok->text, tok->len);
+            eddy_buf_add(&r->out, tok->text, tok->len);
             break;
         case MT_NAME:
         case MT_RAW: {
@@ -651,7 +623,7 @@ static void mt_render_range(mt_render *r, const mt_template *t, int from, int to
                 break;
             }
             if (tok->kind == MT_RAW || json_is_number(v))
-                mt_add(&r->out, s, strlen(s));
+                eddy_buf_add(&r->out, s, strlen(s));
             else
                 mt_add_escaped(&r->out, s);
             eddy_free(s);
@@ -697,7 +669,7 @@ static char *mt_render_msg(eddy_node *node, const mt_template *t, const json_t *
     mt_frame top = {msg, NULL};
     if (!r.keep)
         return NULL;
-    mt_add(&r.out, "", 0);
+    eddy_buf_add(&r.out, "", 0);
     mt_render_range(&r, t, 0, t->count, &top, true);
     json_decref(r.keep);
     if (r.out.failed) {

@@ -1109,41 +1109,9 @@ static int lt_close(eddy_node *node, void *state, bool removed)
 
 /* ---- the editor definition ---- */
 
-typedef struct html_buf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} html_buf;
+static void hb_fmt(eddy_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void hb_add(html_buf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = eddy_realloc(b->data, cap);
-        if (!d) {
-            b->failed = true;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void hb_str(html_buf *b, const char *s)
-{
-    hb_add(b, s, strlen(s));
-}
-
-static void hb_fmt(html_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void hb_fmt(html_buf *b, const char *fmt, ...)
+static void hb_fmt(eddy_buf *b, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -1151,22 +1119,22 @@ static void hb_fmt(html_buf *b, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
     if (n > 0)
-        hb_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+        eddy_buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
 /* A JavaScript literal of 'v' that is safe inside a <script> element ("</" escaped). */
-static void hb_js(html_buf *b, const json_t *v)
+static void hb_js(eddy_buf *b, const json_t *v)
 {
     char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ESCAPE_SLASH);
     if (!text) {
         b->failed = true;
         return;
     }
-    hb_str(b, text);
+    eddy_buf_str(b, text);
     eddy_free(text); /* jansson allocates through eddy_mem_install's functions */
 }
 
-static void hb_js_str(html_buf *b, const char *s)
+static void hb_js_str(eddy_buf *b, const char *s)
 {
     json_t *v = json_string(s ? s : "");
     if (!v) {
@@ -1178,45 +1146,45 @@ static void hb_js_str(html_buf *b, const char *s)
 }
 
 /* Text for an HTML element or attribute. */
-static void hb_html(html_buf *b, const char *s)
+static void hb_html(eddy_buf *b, const char *s)
 {
     for (; s && *s; s++) {
         switch (*s) {
         case '&':
-            hb_str(b, "&amp;");
+            eddy_buf_str(b, "&amp;");
             break;
         case '<':
-            hb_str(b, "&lt;");
+            eddy_buf_str(b, "&lt;");
             break;
         case '>':
-            hb_str(b, "&gt;");
+            eddy_buf_str(b, "&gt;");
             break;
         case '"':
-            hb_str(b, "&quot;");
+            eddy_buf_str(b, "&quot;");
             break;
         case '\'':
-            hb_str(b, "&#39;");
+            eddy_buf_str(b, "&#39;");
             break;
         default:
-            hb_add(b, s, 1);
+            eddy_buf_add(b, s, 1);
         }
     }
 }
 
 /* Markdown inside <script type="text/markdown">: only "</script" would end it early. */
-static void hb_markdown(html_buf *b, const char *s)
+static void hb_markdown(eddy_buf *b, const char *s)
 {
     for (const char *p = s; p && *p; p++) {
         if (p[0] == '<' && p[1] == '/' && strncasecmp(p + 2, "script", 6) == 0) {
-            hb_str(b, "<\\/");
+            eddy_buf_str(b, "<\\/");
             p++;
             continue;
         }
-        hb_add(b, p, 1);
+        eddy_buf_add(b, p, 1);
     }
 }
 
-static void hb_validator(html_buf *b, const lt_prop *p)
+static void hb_validator(eddy_buf *b, const lt_prop *p)
 {
     if (p->kind != LT_NUMBER && p->kind != LT_INTEGER)
         return;
@@ -1226,12 +1194,12 @@ static void hb_validator(html_buf *b, const lt_prop *p)
            "var n = Number(v); return !isNaN(n)",
            p->required ? "false" : "true");
     if (p->kind == LT_INTEGER)
-        hb_str(b, " && Math.floor(n) === n");
+        eddy_buf_str(b, " && Math.floor(n) === n");
     if (p->has_min)
         hb_fmt(b, " && n >= %s", eddy_format_number(p->min, lo));
     if (p->has_max)
         hb_fmt(b, " && n <= %s", eddy_format_number(p->max, hi));
-    hb_str(b, "; }");
+    eddy_buf_str(b, "; }");
 }
 
 char *eddy_lua_type_editor_html(const eddy_node_type *type)
@@ -1239,45 +1207,45 @@ char *eddy_lua_type_editor_html(const eddy_node_type *type)
     if (!eddy_lua_type_is(type))
         return NULL;
     const ltype *lt = (const ltype *)type;
-    html_buf b = {0};
-    hb_str(&b, "<script type=\"text/javascript\">\n    RED.nodes.registerType(");
+    eddy_buf b = {0};
+    eddy_buf_str(&b, "<script type=\"text/javascript\">\n    RED.nodes.registerType(");
     hb_js_str(&b, lt->name);
-    hb_str(&b, ", {\n        category: ");
+    eddy_buf_str(&b, ", {\n        category: ");
     hb_js_str(&b, lt->category ? lt->category : "function");
-    hb_str(&b, ",\n        color: ");
+    eddy_buf_str(&b, ",\n        color: ");
     hb_js_str(&b, lt->color ? lt->color : "#C0DEED");
-    hb_str(&b, ",\n        defaults: {\n            name: {value: \"\"}");
+    eddy_buf_str(&b, ",\n        defaults: {\n            name: {value: \"\"}");
     for (int i = 0; i < lt->nprops; i++) {
         const lt_prop *p = &lt->props[i];
-        hb_str(&b, ",\n            ");
-        hb_str(&b, p->name); /* an identifier (valid_prop_name) */
-        hb_str(&b, ": {value: ");
+        eddy_buf_str(&b, ",\n            ");
+        eddy_buf_str(&b, p->name); /* an identifier (valid_prop_name) */
+        eddy_buf_str(&b, ": {value: ");
         if (p->def && p->kind == LT_JSON) /* a JSON field holds its text */
             hb_js_str(&b, p->def_text);
         else if (p->def)
             hb_js(&b, p->def);
         else
-            hb_str(&b, p->kind == LT_BOOLEAN ? "false" : "\"\"");
+            eddy_buf_str(&b, p->kind == LT_BOOLEAN ? "false" : "\"\"");
         if (p->required)
-            hb_str(&b, ", required: true");
+            eddy_buf_str(&b, ", required: true");
         hb_validator(&b, p);
-        hb_str(&b, "}");
+        eddy_buf_str(&b, "}");
     }
     hb_fmt(&b, "\n        },\n        inputs: %d,\n        outputs: %d,\n        icon: ",
            lt->type.inputs, lt->type.outputs);
     hb_js_str(&b, lt->icon ? lt->icon : "function.svg");
     if (lt->palette_label) {
-        hb_str(&b, ",\n        paletteLabel: ");
+        eddy_buf_str(&b, ",\n        paletteLabel: ");
         hb_js_str(&b, lt->palette_label);
     }
-    hb_str(&b, ",\n        label: function() { return this.name || ");
+    eddy_buf_str(&b, ",\n        label: function() { return this.name || ");
     hb_js_str(&b, lt->label ? lt->label : lt->name);
-    hb_str(&b, "; }");
+    eddy_buf_str(&b, "; }");
     bool json_props = false;
     for (int i = 0; i < lt->nprops; i++)
         json_props |= lt->props[i].kind == LT_JSON || lt->props[i].kind == LT_PROPERTY;
     if (json_props) {
-        hb_str(&b, ",\n        oneditprepare: function() {");
+        eddy_buf_str(&b, ",\n        oneditprepare: function() {");
         for (int i = 0; i < lt->nprops; i++) {
             const lt_prop *p = &lt->props[i];
             if (p->kind == LT_JSON)
@@ -1287,18 +1255,18 @@ char *eddy_lua_type_editor_html(const eddy_node_type *type)
                 hb_fmt(&b, "\n            $(\"#node-input-%s\").typedInput({types: [\"msg\"]});",
                        p->name);
         }
-        hb_str(&b, "\n        }");
+        eddy_buf_str(&b, "\n        }");
     }
-    hb_str(&b, "\n    });\n</script>\n\n<script type=\"text/html\" data-template-name=\"");
+    eddy_buf_str(&b, "\n    });\n</script>\n\n<script type=\"text/html\" data-template-name=\"");
     hb_html(&b, lt->name);
-    hb_str(&b, "\">\n    <div class=\"form-row\">\n        <label for=\"node-input-name\"><i "
-               "class=\"fa fa-tag\"></i> Name</label>\n        <input type=\"text\" "
-               "id=\"node-input-name\" placeholder=\"Name\">\n    </div>\n");
+    eddy_buf_str(&b, "\">\n    <div class=\"form-row\">\n        <label for=\"node-input-name\"><i "
+                     "class=\"fa fa-tag\"></i> Name</label>\n        <input type=\"text\" "
+                     "id=\"node-input-name\" placeholder=\"Name\">\n    </div>\n");
     for (int i = 0; i < lt->nprops; i++) {
         const lt_prop *p = &lt->props[i];
         hb_fmt(&b, "    <div class=\"form-row\">\n        <label for=\"node-input-%s\">", p->name);
         hb_html(&b, p->label ? p->label : p->name);
-        hb_str(&b, "</label>\n        ");
+        eddy_buf_str(&b, "</label>\n        ");
         if (p->kind == LT_BOOLEAN) {
             hb_fmt(&b,
                    "<input type=\"checkbox\" id=\"node-input-%s\" style=\"display: "
@@ -1310,29 +1278,29 @@ char *eddy_lua_type_editor_html(const eddy_node_type *type)
             json_t *o;
             json_array_foreach(p->options, k, o)
             {
-                hb_str(&b, "\n            <option value=\"");
+                eddy_buf_str(&b, "\n            <option value=\"");
                 hb_html(&b, json_string_value(o));
-                hb_str(&b, "\">");
+                eddy_buf_str(&b, "\">");
                 hb_html(&b, json_string_value(o));
-                hb_str(&b, "</option>");
+                eddy_buf_str(&b, "</option>");
             }
-            hb_str(&b, "\n        </select>");
+            eddy_buf_str(&b, "\n        </select>");
         } else {
             hb_fmt(&b, "<input type=\"text\" id=\"node-input-%s\"", p->name);
             if (p->help) {
-                hb_str(&b, " placeholder=\"");
+                eddy_buf_str(&b, " placeholder=\"");
                 hb_html(&b, p->help);
-                hb_str(&b, "\"");
+                eddy_buf_str(&b, "\"");
             }
-            hb_str(&b, ">");
+            eddy_buf_str(&b, ">");
         }
-        hb_str(&b, "\n    </div>\n");
+        eddy_buf_str(&b, "\n    </div>\n");
     }
-    hb_str(&b, "</script>\n\n<script type=\"text/markdown\" data-help-name=\"");
+    eddy_buf_str(&b, "</script>\n\n<script type=\"text/markdown\" data-help-name=\"");
     hb_html(&b, lt->name);
-    hb_str(&b, "\">\n");
+    eddy_buf_str(&b, "\">\n");
     hb_markdown(&b, lt->help_md ? lt->help_md : lt->name);
-    hb_str(&b, "\n</script>\n");
+    eddy_buf_str(&b, "\n</script>\n");
     if (b.failed) {
         eddy_free(b.data);
         return NULL;

@@ -514,13 +514,7 @@ bool eddy_json_truthy(const json_t *value)
 
 /* ---- JSON text ---- */
 
-typedef struct sbuf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_grow(sbuf *b, size_t more)
+static void sb_grow(eddy_buf *b, size_t more)
 {
     if (b->failed || b->len + more + 1 <= b->cap)
         return;
@@ -536,24 +530,25 @@ static void sb_grow(sbuf *b, size_t more)
     b->cap = cap;
 }
 
-static void sb_add(sbuf *b, const char *s, size_t n)
+void eddy_buf_add(eddy_buf *b, const char *s, size_t n)
 {
     sb_grow(b, n);
     if (b->failed)
         return;
-    memcpy(b->data + b->len, s, n);
+    if (n)
+        memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
 }
 
-static void sb_str(sbuf *b, const char *s)
+void eddy_buf_str(eddy_buf *b, const char *s)
 {
-    sb_add(b, s, strlen(s));
+    eddy_buf_add(b, s, strlen(s));
 }
 
-static void sb_quoted(sbuf *b, const char *s, size_t n)
+static void sb_quoted(eddy_buf *b, const char *s, size_t n)
 {
-    sb_add(b, "\"", 1);
+    eddy_buf_add(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -588,27 +583,27 @@ static void sb_quoted(sbuf *b, const char *s, size_t n)
             }
         }
         if (esc) {
-            sb_add(b, s + i - run, run);
+            eddy_buf_add(b, s + i - run, run);
             run = 0;
-            sb_str(b, esc);
+            eddy_buf_str(b, esc);
         } else {
             run++;
         }
     }
-    sb_add(b, s + n - run, run);
-    sb_add(b, "\"", 1);
+    eddy_buf_add(b, s + n - run, run);
+    eddy_buf_add(b, "\"", 1);
 }
 
-static void sb_indent(sbuf *b, int depth)
+static void sb_indent(eddy_buf *b, int depth)
 {
-    sb_add(b, "\n", 1);
+    eddy_buf_add(b, "\n", 1);
     for (int i = 0; i < depth; i++)
-        sb_add(b, "    ", 4);
+        eddy_buf_add(b, "    ", 4);
 }
 
 #define DUMP_MAX_DEPTH 2048
 
-static void dump_value(sbuf *b, const json_t *v, int flags, int depth)
+static void dump_value(eddy_buf *b, const json_t *v, int flags, int depth)
 {
     char num[40];
     bool pretty = flags & EDDY_JSON_PRETTY;
@@ -618,21 +613,21 @@ static void dump_value(sbuf *b, const json_t *v, int flags, int depth)
     }
     switch (json_typeof(v)) {
     case JSON_NULL:
-        sb_str(b, "null");
+        eddy_buf_str(b, "null");
         break;
     case JSON_TRUE:
-        sb_str(b, "true");
+        eddy_buf_str(b, "true");
         break;
     case JSON_FALSE:
-        sb_str(b, "false");
+        eddy_buf_str(b, "false");
         break;
     case JSON_INTEGER:
         snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        sb_str(b, num);
+        eddy_buf_str(b, num);
         break;
     case JSON_REAL: {
         double d = json_real_value(v);
-        sb_str(b, isfinite(d) ? eddy_format_number(d, num) : "null");
+        eddy_buf_str(b, isfinite(d) ? eddy_format_number(d, num) : "null");
         break;
     }
     case JSON_STRING:
@@ -640,38 +635,38 @@ static void dump_value(sbuf *b, const json_t *v, int flags, int depth)
         break;
     case JSON_ARRAY: {
         size_t n = json_array_size(v);
-        sb_add(b, "[", 1);
+        eddy_buf_add(b, "[", 1);
         for (size_t i = 0; i < n; i++) {
             if (i)
-                sb_add(b, ",", 1);
+                eddy_buf_add(b, ",", 1);
             if (pretty)
                 sb_indent(b, depth + 1);
             dump_value(b, json_array_get(v, i), flags, depth + 1);
         }
         if (pretty && n)
             sb_indent(b, depth);
-        sb_add(b, "]", 1);
+        eddy_buf_add(b, "]", 1);
         break;
     }
     case JSON_OBJECT: {
         const char *key;
         json_t *item;
         bool first = true;
-        sb_add(b, "{", 1);
+        eddy_buf_add(b, "{", 1);
         json_object_foreach((json_t *)v, key, item)
         {
             if (!first)
-                sb_add(b, ",", 1);
+                eddy_buf_add(b, ",", 1);
             first = false;
             if (pretty)
                 sb_indent(b, depth + 1);
             sb_quoted(b, key, strlen(key));
-            sb_str(b, pretty ? ": " : ":");
+            eddy_buf_str(b, pretty ? ": " : ":");
             dump_value(b, item, flags, depth + 1);
         }
         if (pretty && !first)
             sb_indent(b, depth);
-        sb_add(b, "}", 1);
+        eddy_buf_add(b, "}", 1);
         break;
     }
     }
@@ -679,7 +674,7 @@ static void dump_value(sbuf *b, const json_t *v, int flags, int depth)
 
 char *eddy_json_dumps(const json_t *value, int flags)
 {
-    sbuf b = {0};
+    eddy_buf b = {0};
     if (!value)
         return eddy_strdup("null");
     dump_value(&b, value, flags, 0);
@@ -690,12 +685,12 @@ char *eddy_json_dumps(const json_t *value, int flags)
     return b.data;
 }
 
-static void array_join(sbuf *b, const json_t *arr, int depth)
+static void array_join(eddy_buf *b, const json_t *arr, int depth)
 {
     for (size_t i = 0; i < json_array_size(arr); i++) {
         const json_t *v = json_array_get(arr, i);
         if (i)
-            sb_add(b, ",", 1);
+            eddy_buf_add(b, ",", 1);
         if (json_is_null(v))
             continue;
         if (json_is_array(v) && depth < 64) {
@@ -703,7 +698,7 @@ static void array_join(sbuf *b, const json_t *arr, int depth)
         } else {
             char *s = eddy_json_to_string(v, false);
             if (s)
-                sb_str(b, s);
+                eddy_buf_str(b, s);
             eddy_free(s);
         }
     }
@@ -731,7 +726,7 @@ char *eddy_json_to_string(const json_t *value, bool json_objects)
     case JSON_ARRAY: {
         if (json_objects)
             return eddy_json_dumps(value, 0);
-        sbuf b = {0};
+        eddy_buf b = {0};
         array_join(&b, value, 0);
         if (b.failed) {
             eddy_free(b.data);

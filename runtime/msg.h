@@ -96,6 +96,19 @@ bool eddy_buffer_bytes(const json_t *value, unsigned char **out, size_t *len);
 /* Base64 text of 'n' bytes (RFC 4648, padded). Ownership: new, eddy_free. */
 char *eddy_base64_encode(const void *bytes, size_t n);
 
+/* ---- a growable text buffer ---- */
+
+/* Text built piece by piece; 'data' stays NUL-terminated. After an allocation failure
+ * 'failed' is set and later additions do nothing. Zero-initialise; the caller owns 'data'
+ * (eddy_free). */
+typedef struct eddy_buf {
+    char *data;
+    size_t len, cap;
+    bool failed;
+} eddy_buf;
+void eddy_buf_add(eddy_buf *b, const char *s, size_t n);
+void eddy_buf_str(eddy_buf *b, const char *s);
+
 /* ---- JSON text ---- */
 
 #define EDDY_JSON_PRETTY 0x1 /* indent by 4 spaces, as JSON.stringify(v, null, 4) */
