@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 04-mqtt-store-crash: acknowledgements follow commits, end to end. The glasshouse simulator
+# 05-mqtt-store-crash: acknowledgements follow commits, end to end. The glasshouse simulator
 # publishes readings at QoS 1 to a real mosquitto; eddy (persistent session) appends each
 # one through an event-store node with fsync "always". eddy is SIGKILLed at random moments
 # 20 times and restarted. A reading eddy acknowledged to the broker before its commit would
