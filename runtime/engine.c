@@ -37,10 +37,18 @@ typedef struct engine_scope {
     const eddy_flow_scope *fs;
     struct engine_scope *parent; /* enclosing scope of a subflow instance; NULL for tabs */
     eddy_node *instance;         /* the "subflow in" node of an instance scope */
-    json_t *context;             /* flow context */
+    json_t *context;             /* flow context, borrowed from engine->flow_contexts */
     json_t *env_cache;           /* name -> evaluated env value */
     node_list catchers, statusers;
 } engine_scope;
+
+/* A flow document and how many running nodes still point into it. A partial redeploy
+ * keeps unchanged nodes, whose configuration (and the strings their properties borrow)
+ * lives in the flow they were started from; that flow is freed with its last node. */
+typedef struct flow_ref {
+    eddy_flow *flow;
+    int nodes;
+} flow_ref;
 
 typedef struct node_timer {
     eddy_node *node;
@@ -54,7 +62,8 @@ typedef struct node_timer {
 struct eddy_node {
     eddy_engine *engine;
     const eddy_node_type *type;
-    const eddy_flow_node *fn;
+    const eddy_flow_node *fn; /* in fref->flow */
+    flow_ref *fref;
     const json_t *config; /* fn->config, or own_config when env was substituted */
     json_t *own_config;   /* a copy with "${VAR}" values replaced; NULL if none */
     engine_scope *scope;
@@ -63,11 +72,14 @@ struct eddy_node {
     int output_count;
     node_list *outputs;   /* output_count lists of targets */
     node_list completers; /* complete nodes watching this node */
-    json_t *context;      /* node context, created on first use */
+    json_t *context;      /* node context, borrowed from engine->node_contexts */
+    node_list uses;       /* nodes it found at set-up (config nodes, link targets): if one
+                             of them restarts, so must this one */
     json_t *builtins;     /* NR_* env values, created on first use */
     node_timer *timers;
     void (*resume)(eddy_node *node, void *state);
     bool set_up, closing, close_pending;
+    bool restart; /* marked by a redeploy: stop it (and start its new version, if any) */
     int position; /* index in engine->nodes */
 };
 
@@ -81,7 +93,10 @@ struct eddy_engine {
     const eddy_registry *reg;
     eddy_engine_opts opts;
     eddy_engine_hooks hooks;
-    eddy_flow *flow;
+    eddy_flow *flow;    /* the current flow; owned through 'cur' */
+    flow_ref *cur;      /* the current flow's reference; NULL when idle */
+    flow_ref **retired; /* older flows still referenced by kept nodes */
+    int retired_count;
     eddy_node **nodes; /* in set-up order */
     int node_count;
     engine_scope *scopes;
@@ -93,7 +108,9 @@ struct eddy_engine {
     bool backlogged;
     int close_pending;
     json_t *global_context;
-    json_t *process_env; /* getenv results, kept so borrowed values stay valid */
+    json_t *node_contexts; /* node id -> node context; survives deploys, as in Node-RED */
+    json_t *flow_contexts; /* tab or subflow instance id -> flow context */
+    json_t *process_env;   /* getenv results, kept so borrowed values stay valid */
     eddy_engine_stats stats;
 };
 
@@ -245,16 +262,6 @@ void eddy_engine_drain(eddy_engine *e)
         ;
 }
 
-static void drop_queue(eddy_engine *e)
-{
-    while (e->ring_len > 0) {
-        json_decref(e->ring[e->ring_head].msg);
-        e->ring_head = (e->ring_head + 1) % e->ring_cap;
-        e->ring_len--;
-        e->stats.dropped_on_stop++;
-    }
-}
-
 /* ---- sending ---- */
 
 void eddy_node_send(eddy_node *node, int output, json_t *msg)
@@ -394,7 +401,13 @@ struct eddy_store *eddy_node_store(eddy_node *node)
 eddy_node *eddy_node_find(eddy_node *from, const char *id)
 {
     eddy_node *n = eddy_engine_find(from->engine, id);
-    return n && !n->closing ? n : NULL;
+    if (!n || n->closing)
+        return NULL;
+    /* a node found while setting up may be kept as a pointer: a redeploy that restarts
+     * 'n' must restart 'from' too (lookups while running are not recorded) */
+    if (!from->set_up && list_add(&from->uses, n) != EDDY_OK)
+        return NULL;
+    return n;
 }
 
 /* ---- scope membership ---- */
@@ -661,13 +674,34 @@ static json_t *ensure_object(json_t **slot)
     return *slot;
 }
 
+/* The context object of 'id' in 'map', made on first use; cached in *cache. Contexts live
+ * in the engine's maps so that they survive redeploys; NULL on out-of-memory. */
+static json_t *context_in(json_t *map, const char *id, json_t **cache)
+{
+    if (*cache)
+        return *cache;
+    json_t *c = json_object_get(map, id);
+    if (!c) {
+        c = json_object();
+        if (!c || json_object_set_new(map, id, c) != 0)
+            return NULL;
+    }
+    *cache = c;
+    return c;
+}
+
+static json_t *scope_context(eddy_engine *e, engine_scope *s)
+{
+    return context_in(e->flow_contexts, s->fs->id, &s->context);
+}
+
 json_t *eddy_node_context(eddy_node *node, eddy_ctx_scope scope)
 {
     switch (scope) {
     case EDDY_CTX_NODE:
-        return ensure_object(&node->context);
+        return context_in(node->engine->node_contexts, node->fn->id, &node->context);
     case EDDY_CTX_FLOW:
-        return ensure_object(&node->scope->context);
+        return scope_context(node->engine, node->scope);
     case EDDY_CTX_GLOBAL:
         return node->engine->global_context;
     }
@@ -686,7 +720,7 @@ static json_t *context_root(eddy_node *node, eddy_ctx_scope scope, const char **
             return NULL;
         s = s->parent;
     }
-    return ensure_object(&s->context);
+    return scope_context(node->engine, s);
 }
 
 json_t *eddy_node_context_get(eddy_node *node, eddy_ctx_scope scope, const char *key)
@@ -719,6 +753,40 @@ int eddy_node_context_set(eddy_node *node, eddy_ctx_scope scope, const char *key
 json_t *eddy_engine_global_context(eddy_engine *e)
 {
     return e->global_context;
+}
+
+json_t *eddy_engine_context(eddy_engine *e, eddy_ctx_scope scope, const char *id)
+{
+    switch (scope) {
+    case EDDY_CTX_NODE:
+        return json_object_get(e->node_contexts, id);
+    case EDDY_CTX_FLOW:
+        return json_object_get(e->flow_contexts, id);
+    case EDDY_CTX_GLOBAL:
+        return e->global_context;
+    }
+    return NULL;
+}
+
+/* Forgets the contexts of nodes and scopes that the current flow no longer has. */
+static void prune_contexts(eddy_engine *e)
+{
+    const char *key;
+    json_t *value;
+    void *tmp;
+    json_object_foreach_safe(e->node_contexts, tmp, key, value)
+    {
+        bool present = false;
+        for (int i = 0; i < e->flow->node_count && !present; i++)
+            present = strcmp(e->flow->nodes[i].id, key) == 0;
+        if (!present)
+            json_object_del(e->node_contexts, key);
+    }
+    json_object_foreach_safe(e->flow_contexts, tmp, key, value)
+    {
+        if (!eddy_flow_find_scope(e->flow, key))
+            json_object_del(e->flow_contexts, key);
+    }
 }
 
 /* ---- env ---- */
@@ -825,7 +893,7 @@ static void report(eddy_problems *problems, eddy_node *node, int code, const cha
     eddy_err err;
     eddy_err_clear(&err);
     eddy_err_set(&err, code, "%s", msg);
-    eddy_err_at_file(&err, node->engine->flow->file, node->fn->line, 0);
+    eddy_err_at_file(&err, node->fref->flow->file, node->fn->line, 0);
     eddy_err_at_node(&err, node->fn->id, node->type->name, eddy_node_tab(node));
     if (problems)
         eddy_problems_add(problems, &err);
@@ -837,6 +905,18 @@ static engine_scope *scope_of(eddy_engine *e, const char *id)
         if (strcmp(e->scopes[i].fs->id, id) == 0)
             return &e->scopes[i];
     return NULL;
+}
+
+static void free_scopes(eddy_engine *e)
+{
+    for (int i = 0; i < e->scope_count; i++) {
+        json_decref(e->scopes[i].env_cache);
+        list_free(&e->scopes[i].catchers);
+        list_free(&e->scopes[i].statusers);
+    }
+    eddy_free(e->scopes);
+    e->scopes = NULL;
+    e->scope_count = 0;
 }
 
 static int build_scopes(eddy_engine *e)
@@ -856,6 +936,12 @@ static int build_scopes(eddy_engine *e)
     return EDDY_OK;
 }
 
+static engine_scope *scope_for(eddy_engine *e, const eddy_flow_node *fn)
+{
+    engine_scope *s = scope_of(e, fn->tab ? fn->tab : "");
+    return s ? s : &e->scopes[0];
+}
+
 static eddy_node *node_new(eddy_engine *e, const eddy_flow_node *fn)
 {
     eddy_node *n = eddy_calloc(1, sizeof(*n));
@@ -864,10 +950,9 @@ static eddy_node *node_new(eddy_engine *e, const eddy_flow_node *fn)
     n->engine = e;
     n->type = fn->ntype;
     n->fn = fn;
+    n->fref = e->cur;
     n->config = fn->config;
-    n->scope = scope_of(e, fn->tab ? fn->tab : "");
-    if (!n->scope)
-        n->scope = &e->scopes[0];
+    n->scope = scope_for(e, fn);
     n->state = eddy_calloc(1, fn->ntype->state_size ? fn->ntype->state_size : 1);
     n->defaults = json_object();
     n->output_count = node__output_count(fn->ntype, fn->config);
@@ -881,7 +966,28 @@ static eddy_node *node_new(eddy_engine *e, const eddy_flow_node *fn)
         eddy_free(n);
         return NULL;
     }
+    e->cur->nodes++;
     return n;
+}
+
+static void flow_ref_free(flow_ref *ref)
+{
+    eddy_flow_free(ref->flow);
+    eddy_free(ref);
+}
+
+/* Drops a node's hold on its flow; a retired flow goes with its last node. */
+static void flow_ref_release(eddy_engine *e, flow_ref *ref)
+{
+    if (--ref->nodes > 0 || ref == e->cur)
+        return;
+    for (int i = 0; i < e->retired_count; i++) {
+        if (e->retired[i] == ref) {
+            e->retired[i] = e->retired[--e->retired_count];
+            flow_ref_free(ref);
+            return;
+        }
+    }
 }
 
 static void node_free(eddy_node *n)
@@ -890,11 +996,12 @@ static void node_free(eddy_node *n)
         list_free(&n->outputs[i]);
     eddy_free(n->outputs);
     list_free(&n->completers);
-    json_decref(n->context);
+    list_free(&n->uses);
     json_decref(n->builtins);
     json_decref(n->defaults);
     json_decref(n->own_config);
     eddy_free(n->state);
+    flow_ref_release(n->engine, n->fref);
     eddy_free(n);
 }
 
@@ -936,6 +1043,10 @@ static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
             return EDDY_ENOTFOUND;
         }
         *(eddy_node **)((char *)n->state + p->offset) = c;
+        if (c && list_add(&n->uses, c) != EDDY_OK) {
+            report(problems, n, EDDY_ENOMEM, "out of memory");
+            return EDDY_ENOMEM;
+        }
     }
     /* Values that came from ${VAR} references were not known when the flow loaded. */
     if (n->own_config && t->validate) {
@@ -952,7 +1063,9 @@ static int configure_node(eddy_engine *e, eddy_node *n, eddy_problems *problems)
 
 static int wire_node(eddy_engine *e, eddy_node *n)
 {
-    json_t *wires = json_object_get(n->config, "wires");
+    /* a node kept by a redeploy has its old config; its wires are the new flow's */
+    const eddy_flow_node *now = eddy_flow_node_find(e->flow, n->fn->id);
+    json_t *wires = json_object_get(now ? now->config : n->config, "wires");
     for (int port = 0; port < n->output_count; port++) {
         size_t k;
         json_t *id;
@@ -982,30 +1095,59 @@ static int wire_node(eddy_engine *e, eddy_node *n)
     return EDDY_OK;
 }
 
+/* Whether 'fn' gives a running node: enabled, a runnable type, on an enabled tab. */
+static bool runs(eddy_engine *e, const eddy_flow_node *fn)
+{
+    if (fn->disabled || !fn->ntype || (fn->ntype->flags & EDDY_NODE_NO_RUN))
+        return false;
+    const eddy_flow_scope *sc = eddy_flow_find_scope(e->flow, fn->tab ? fn->tab : "");
+    return !(sc && sc->disabled);
+}
+
+/* Makes the node list from the nodes already running (e->nodes, kept by a redeploy; the
+ * id table must cover them) and a new node for every other runnable node of the current
+ * flow. Config nodes come first, kept before new in each group, so that others find them
+ * when they set up and they close last. New nodes are not set up yet (set_up false). */
 static int create_nodes(eddy_engine *e)
 {
-    e->nodes = eddy_calloc((size_t)e->flow->node_count + 1, sizeof(*e->nodes));
-    if (!e->nodes)
+    int kept = e->node_count;
+    eddy_node **nodes = eddy_calloc((size_t)(e->flow->node_count + kept) + 1, sizeof(*nodes));
+    if (!nodes)
         return EDDY_ENOMEM;
-    /* Config nodes first, so that others find them when they set up. */
-    for (int pass = 0; pass < 2; pass++) {
+    int count = 0, rc = EDDY_OK;
+    for (int pass = 0; pass < 2 && rc == EDDY_OK; pass++) {
+        bool config = pass == 0;
+        for (int i = 0; i < kept; i++)
+            if (!!(e->nodes[i]->type->flags & EDDY_NODE_CONFIG) == config)
+                nodes[count++] = e->nodes[i];
         for (int i = 0; i < e->flow->node_count; i++) {
             const eddy_flow_node *fn = &e->flow->nodes[i];
-            if (fn->disabled || !fn->ntype || (fn->ntype->flags & EDDY_NODE_NO_RUN))
+            if (!runs(e, fn) || !!(fn->ntype->flags & EDDY_NODE_CONFIG) != config)
                 continue;
-            if (!!(fn->ntype->flags & EDDY_NODE_CONFIG) != (pass == 0))
-                continue;
-            engine_scope *sc = scope_of(e, fn->tab ? fn->tab : "");
-            if (sc && sc->fs->disabled)
+            if (kept && eddy_engine_find(e, fn->id))
                 continue;
             eddy_node *n = node_new(e, fn);
-            if (!n)
-                return EDDY_ENOMEM;
-            n->position = e->node_count;
-            e->nodes[e->node_count++] = n;
+            if (!n) {
+                rc = EDDY_ENOMEM;
+                break;
+            }
+            nodes[count++] = n;
         }
     }
-    return EDDY_OK;
+    if (rc != EDDY_OK) /* kept nodes not yet copied must stay owned */
+        for (int i = 0; i < kept; i++) {
+            bool copied = false;
+            for (int k = 0; k < count && !copied; k++)
+                copied = nodes[k] == e->nodes[i];
+            if (!copied)
+                nodes[count++] = e->nodes[i];
+        }
+    eddy_free(e->nodes);
+    e->nodes = nodes;
+    e->node_count = count;
+    for (int i = 0; i < count; i++)
+        nodes[i]->position = i;
+    return rc;
 }
 
 /* Subflow instance scopes route errors through their "subflow in" node (needs the ids). */
@@ -1025,27 +1167,41 @@ static void free_nodes(eddy_engine *e)
     e->node_count = 0;
     eddy_free(e->by_id);
     e->by_id = NULL;
-    for (int i = 0; i < e->scope_count; i++) {
-        json_decref(e->scopes[i].context);
-        json_decref(e->scopes[i].env_cache);
-        list_free(&e->scopes[i].catchers);
-        list_free(&e->scopes[i].statusers);
-    }
-    eddy_free(e->scopes);
-    e->scopes = NULL;
-    e->scope_count = 0;
+    free_scopes(e);
 }
 
-int eddy_engine_start(eddy_engine *e, eddy_flow *flow, eddy_problems *problems)
+/* Makes 'flow' the current one; the previous stays alive while kept nodes use it. */
+static int adopt_flow(eddy_engine *e, eddy_flow *flow)
 {
-    if (e->flow)
-        eddy_engine_stop(e);
+    flow_ref *ref = eddy_calloc(1, sizeof(*ref));
+    if (!ref)
+        return EDDY_ENOMEM;
+    ref->flow = flow;
+    if (e->cur) {
+        if (e->cur->nodes == 0) {
+            flow_ref_free(e->cur);
+        } else {
+            flow_ref **r = eddy_realloc(e->retired, (size_t)(e->retired_count + 1) * sizeof(*r));
+            if (!r) {
+                eddy_free(ref);
+                return EDDY_ENOMEM;
+            }
+            e->retired = r;
+            e->retired[e->retired_count++] = e->cur;
+        }
+    }
+    e->cur = ref;
     e->flow = flow;
-    int rc = build_scopes(e);
-    if (rc == EDDY_OK)
-        rc = create_nodes(e);
-    if (rc == EDDY_OK)
-        rc = ids_build(e);
+    return EDDY_OK;
+}
+
+/* Wires every node, resolves config references and sets up the nodes not set up
+ * yet. On failure every node is stopped and the engine is idle. */
+static int start_nodes(eddy_engine *e, eddy_problems *problems)
+{
+    eddy_free(e->by_id);
+    e->by_id = NULL;
+    int rc = ids_build(e);
     if (rc == EDDY_OK)
         link_instances(e);
     for (int i = 0; rc == EDDY_OK && i < e->node_count; i++)
@@ -1061,9 +1217,12 @@ int eddy_engine_start(eddy_engine *e, eddy_flow *flow, eddy_problems *problems)
     /* Every node's properties first: a node's setup may read a config node's state
      * (mqtt-broker reads tls-config), whatever their order in the file. */
     for (int i = 0; rc == EDDY_OK && i < e->node_count; i++)
-        rc = configure_node(e, e->nodes[i], problems);
+        if (!e->nodes[i]->set_up)
+            rc = configure_node(e, e->nodes[i], problems);
     for (int i = 0; rc == EDDY_OK && i < e->node_count; i++) {
         eddy_node *n = e->nodes[i];
+        if (n->set_up)
+            continue; /* kept by a redeploy */
         eddy_err err;
         eddy_err_clear(&err);
         if (n->type->setup && (rc = n->type->setup(n, n->state, &err)) != EDDY_OK) {
@@ -1077,8 +1236,38 @@ int eddy_engine_start(eddy_engine *e, eddy_flow *flow, eddy_problems *problems)
         eddy_engine_stop(e);
         return rc;
     }
-    eddy_log(EDDY_LOG_DEBUG, "[engine] started %d nodes from %s", e->node_count, flow->file);
+    prune_contexts(e);
     return EDDY_OK;
+}
+
+int eddy_engine_start(eddy_engine *e, eddy_flow *flow, eddy_problems *problems)
+{
+    if (e->flow)
+        eddy_engine_stop(e);
+    int rc = adopt_flow(e, flow);
+    if (rc != EDDY_OK) {
+        eddy_flow_free(flow);
+        eddy_err err;
+        eddy_err_clear(&err);
+        eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
+        eddy_problems_add(problems, &err);
+        return rc;
+    }
+    rc = build_scopes(e);
+    if (rc == EDDY_OK)
+        rc = create_nodes(e);
+    if (rc != EDDY_OK) {
+        eddy_err err;
+        eddy_err_clear(&err);
+        eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
+        eddy_problems_add(problems, &err);
+        eddy_engine_stop(e);
+        return rc;
+    }
+    rc = start_nodes(e, problems);
+    if (rc == EDDY_OK)
+        eddy_log(EDDY_LOG_DEBUG, "[engine] started %d nodes from %s", e->node_count, flow->file);
+    return rc;
 }
 
 bool eddy_engine_running(const eddy_engine *e)
@@ -1123,32 +1312,58 @@ static void wait_for_closes(eddy_engine *e)
     }
 }
 
-void eddy_engine_stop(eddy_engine *e)
+/* Lets what is in flight reach its destination first, within a bound (a flow with a loop
+ * in it could otherwise keep the queue full forever). */
+static void drain_before_stop(eddy_engine *e)
 {
-    if (!e->flow)
-        return;
-    /* Let what is in flight reach its destination first, within a bound (a flow with a
-     * loop in it could otherwise keep the queue full forever). */
     size_t budget = e->opts.queue_limit * STOP_DRAIN_FACTOR;
     while (e->ring_len > 0 && budget > 0) {
         size_t before = e->ring_len;
         engine_work(e->loop, e);
         budget -= before < budget ? before : budget;
     }
-    /* Messages dropped here were not taken by the flow: hold the loop while nodes close,
-     * so no acknowledgement of them reaches the outside (the broker delivers them again). */
-    bool dropped = e->ring_len > 0;
+}
+
+/* Drops queued deliveries to nodes marked 'restart' (all if 'all'); returns how many. */
+static size_t drop_deliveries(eddy_engine *e, bool all)
+{
+    size_t kept = 0, dropped = 0;
+    for (size_t i = 0; i < e->ring_len; i++) {
+        delivery d = e->ring[(e->ring_head + i) % e->ring_cap];
+        if (all || d.target->restart) {
+            json_decref(d.msg);
+            dropped++;
+        } else {
+            e->ring[(e->ring_head + kept++) % e->ring_cap] = d;
+        }
+    }
+    e->ring_len = kept;
+    e->stats.dropped_on_stop += dropped;
+    return dropped;
+}
+
+/* Closes the nodes marked 'restart' (every node if 'all'), sources before sinks, waiting
+ * for asynchronous closes; 'removed' tells each whether it is gone for good. Messages
+ * dropped here were not taken by the flow: the loop is held while nodes close, so no
+ * acknowledgement of them reaches the outside (the broker delivers them again). */
+static void close_nodes(eddy_engine *e, bool all, const eddy_flow *next)
+{
+    drain_before_stop(e);
+    size_t dropped = drop_deliveries(e, all);
     if (dropped) {
-        eddy_log(EDDY_LOG_WARN, "[engine] %zu queued message(s) dropped at stop", e->ring_len);
+        eddy_log(EDDY_LOG_WARN, "[engine] %zu queued message(s) dropped at stop", dropped);
         eddy_loop_hold(e->loop, 1);
     }
-    drop_queue(e);
-    /* Close sources before sinks: reverse set-up order puts config nodes last. */
+    /* Reverse set-up order puts config nodes last. */
     for (int i = e->node_count - 1; i >= 0; i--) {
         eddy_node *n = e->nodes[i];
+        if (!all && !n->restart)
+            continue;
         n->closing = true;
         stop_node_timers(n);
-        if (n->set_up && n->type->close && n->type->close(n, n->state, false) == EDDY_CLOSE_LATER) {
+        bool removed = next && !eddy_flow_node_find(next, n->fn->id);
+        if (n->set_up && n->type->close &&
+            n->type->close(n, n->state, removed) == EDDY_CLOSE_LATER) {
             n->close_pending = true;
             e->close_pending++;
         }
@@ -1157,13 +1372,231 @@ void eddy_engine_stop(eddy_engine *e)
     if (dropped)
         eddy_loop_release(e->loop, 1);
     for (int i = 0; i < e->node_count; i++)
-        stop_node_timers(e->nodes[i]); /* timers a close started */
-    drop_queue(e);
-    free_nodes(e);
-    eddy_flow_free(e->flow);
-    e->flow = NULL;
+        if (all || e->nodes[i]->restart)
+            stop_node_timers(e->nodes[i]); /* timers a close started */
+    drop_deliveries(e, all);
     e->close_pending = 0;
+}
+
+void eddy_engine_stop(eddy_engine *e)
+{
+    if (!e->flow)
+        return;
+    close_nodes(e, true, NULL);
+    free_nodes(e);
+    for (int i = 0; i < e->retired_count; i++)
+        flow_ref_free(e->retired[i]);
+    e->retired_count = 0;
+    flow_ref_free(e->cur);
+    e->cur = NULL;
+    e->flow = NULL;
     e->backlogged = false;
+}
+
+/* ---- redeploy ---- */
+
+/* Node-RED properties that only place a node on the canvas: changing them changes
+ * nothing the node does. */
+static bool layout_key(const char *key)
+{
+    return strcmp(key, "x") == 0 || strcmp(key, "y") == 0 || strcmp(key, "wires") == 0;
+}
+
+static bool same_config(const json_t *a, const json_t *b)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)a, key, v)
+    {
+        if (!layout_key(key) && !json_equal(v, json_object_get(b, key)))
+            return false;
+    }
+    json_object_foreach((json_t *)b, key, v)
+    {
+        if (!layout_key(key) && !json_object_get(a, key))
+            return false;
+    }
+    return true;
+}
+
+static bool same_scope(const eddy_flow_scope *a, const eddy_flow_scope *b)
+{
+    if (!a || !b)
+        return a == b;
+    if (a->disabled != b->disabled || !!a->parent != !!b->parent ||
+        (a->parent && strcmp(a->parent, b->parent) != 0))
+        return false;
+    if (!!a->env != !!b->env)
+        return false;
+    return !a->env || json_equal(a->env, b->env);
+}
+
+/* Whether a running node can stay as it is under the new flow. */
+static bool unchanged(eddy_engine *e, const eddy_node *n, const eddy_flow *next)
+{
+    const eddy_flow_node *fn = eddy_flow_node_find(next, n->fn->id);
+    if (!fn || fn->ntype != n->type || fn->disabled)
+        return false;
+    const char *tab = fn->tab ? fn->tab : "";
+    const eddy_flow_scope *now = eddy_flow_find_scope(next, tab);
+    if (now && now->disabled)
+        return false;
+    /* a scope change (env, disabled, nesting) reaches every node in it, up the chain */
+    for (const eddy_flow_scope *old = eddy_flow_find_scope(n->fref->flow, tab); old || now;) {
+        if (!same_scope(old, now))
+            return false;
+        const char *parent = now ? now->parent : NULL;
+        old = parent ? eddy_flow_find_scope(n->fref->flow, parent) : NULL;
+        now = parent ? eddy_flow_find_scope(next, parent) : NULL;
+    }
+    (void)e;
+    return same_config(n->fn->config, fn->config);
+}
+
+/* The tab a node is drawn on: subflow copies belong to their instance's tab. */
+static const char *top_tab(const eddy_flow *flow, const char *scope)
+{
+    const eddy_flow_scope *s = scope ? eddy_flow_find_scope(flow, scope) : NULL;
+    while (s && s->parent) {
+        const eddy_flow_scope *up = eddy_flow_find_scope(flow, s->parent);
+        if (!up)
+            break;
+        s = up;
+    }
+    return s ? s->id : (scope ? scope : "");
+}
+
+/* Marks nodes that use a restarting node; returns whether anything new was marked. */
+static bool spread_to_users(eddy_engine *e)
+{
+    bool grew = false;
+    for (int i = 0; i < e->node_count; i++) {
+        eddy_node *n = e->nodes[i];
+        for (int k = 0; !n->restart && k < n->uses.count; k++) {
+            if (n->uses.items[k]->restart) {
+                n->restart = true;
+                grew = true;
+            }
+        }
+    }
+    return grew;
+}
+
+/* In "flows" mode a change anywhere on a tab restarts the whole tab. */
+static bool spread_to_tabs(eddy_engine *e, const eddy_flow *next)
+{
+    json_t *dirty = json_object();
+    if (!dirty)
+        return false;
+    for (int i = 0; i < e->node_count; i++)
+        if (e->nodes[i]->restart)
+            json_object_set_new(dirty, top_tab(e->flow, e->nodes[i]->fn->tab), json_true());
+    for (int i = 0; i < next->node_count; i++) {
+        const eddy_flow_node *fn = &next->nodes[i];
+        eddy_node *n = eddy_engine_find(e, fn->id);
+        if (!n || n->restart)
+            json_object_set_new(dirty, top_tab(next, fn->tab), json_true());
+    }
+    bool grew = false;
+    for (int i = 0; i < e->node_count; i++) {
+        eddy_node *n = e->nodes[i];
+        if (!n->restart && json_object_get(dirty, top_tab(e->flow, n->fn->tab))) {
+            n->restart = true;
+            grew = true;
+        }
+    }
+    json_decref(dirty);
+    return grew;
+}
+
+static void mark_restarts(eddy_engine *e, const eddy_flow *next, eddy_deploy_mode mode)
+{
+    for (int i = 0; i < e->node_count; i++) {
+        eddy_node *n = e->nodes[i];
+        n->restart = mode == EDDY_DEPLOY_FULL || !unchanged(e, n, next);
+    }
+    if (mode == EDDY_DEPLOY_FULL)
+        return;
+    bool grew = true;
+    while (grew) {
+        grew = spread_to_users(e);
+        if (mode == EDDY_DEPLOY_FLOWS)
+            grew = spread_to_tabs(e, next) || grew;
+    }
+}
+
+int eddy_engine_redeploy(eddy_engine *e, eddy_flow *flow, eddy_deploy_mode mode,
+                         eddy_problems *problems, eddy_deploy_result *result)
+{
+    eddy_deploy_result res = {0};
+    if (!e->flow || mode == EDDY_DEPLOY_FULL) {
+        res.stopped = e->node_count;
+        int rc = eddy_engine_start(e, flow, problems);
+        res.started = e->node_count;
+        if (result)
+            *result = res;
+        return rc;
+    }
+    mark_restarts(e, flow, mode);
+    close_nodes(e, false, flow);
+    /* what stays: nodes not restarted; their fn and config stay in their old flow */
+    eddy_node **kept = eddy_calloc((size_t)e->node_count + 1, sizeof(*kept));
+    if (!kept) {
+        eddy_flow_free(flow);
+        eddy_engine_stop(e);
+        return EDDY_ENOMEM;
+    }
+    int kept_count = 0;
+    for (int i = 0; i < e->node_count; i++) {
+        eddy_node *n = e->nodes[i];
+        if (n->restart) {
+            res.stopped++;
+            node_free(n);
+            continue;
+        }
+        kept[kept_count++] = n;
+        for (int p = 0; p < n->output_count; p++)
+            n->outputs[p].count = 0;
+        n->completers.count = 0;
+    }
+    eddy_free(e->nodes);
+    e->nodes = NULL;
+    e->node_count = 0;
+    eddy_free(e->by_id);
+    e->by_id = NULL;
+    free_scopes(e);
+    e->nodes = kept; /* owned by the engine again from here */
+    e->node_count = kept_count;
+    int rc = adopt_flow(e, flow);
+    if (rc != EDDY_OK) {
+        eddy_flow_free(flow);
+        eddy_engine_stop(e);
+        return rc;
+    }
+    rc = build_scopes(e);
+    for (int i = 0; rc == EDDY_OK && i < kept_count; i++)
+        kept[i]->scope = scope_for(e, kept[i]->fn);
+    if (rc == EDDY_OK)
+        rc = ids_build(e); /* create_nodes skips the kept ids */
+    if (rc == EDDY_OK)
+        rc = create_nodes(e);
+    if (rc != EDDY_OK) {
+        eddy_err err;
+        eddy_err_clear(&err);
+        eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
+        eddy_problems_add(problems, &err);
+        eddy_engine_stop(e);
+        return rc;
+    }
+    res.kept = kept_count;
+    res.started = e->node_count - kept_count;
+    rc = start_nodes(e, problems);
+    if (result)
+        *result = res;
+    if (rc == EDDY_OK)
+        eddy_log(EDDY_LOG_DEBUG, "[engine] redeployed %s: %d kept, %d stopped, %d started",
+                 flow->file, res.kept, res.stopped, res.started);
+    return rc;
 }
 
 /* ---- engine object ---- */
@@ -1185,8 +1618,10 @@ eddy_engine *eddy_engine_new(eddy_loop *loop, const eddy_registry *reg,
     if (e->opts.batch <= 0)
         e->opts.batch = DEFAULT_BATCH;
     e->global_context = json_object();
+    e->node_contexts = json_object();
+    e->flow_contexts = json_object();
     e->process_env = json_object();
-    if (!e->global_context || !e->process_env) {
+    if (!e->global_context || !e->node_contexts || !e->flow_contexts || !e->process_env) {
         eddy_engine_free(e);
         eddy_err_set(err, EDDY_ENOMEM, "out of memory creating the engine");
         return NULL;
@@ -1202,7 +1637,10 @@ void eddy_engine_free(eddy_engine *e)
     eddy_engine_stop(e);
     eddy_loop_set_work(e->loop, NULL, NULL);
     json_decref(e->global_context);
+    json_decref(e->node_contexts);
+    json_decref(e->flow_contexts);
     json_decref(e->process_env);
+    eddy_free(e->retired);
     eddy_free(e->ring);
     eddy_free(e);
 }

@@ -56,6 +56,31 @@ int eddy_engine_start(eddy_engine *engine, eddy_flow *flow, eddy_problems *probl
 void eddy_engine_stop(eddy_engine *engine);
 bool eddy_engine_running(const eddy_engine *engine);
 
+/* How a deploy replaces the running flow (Node-RED-Deployment-Type). */
+typedef enum eddy_deploy_mode {
+    EDDY_DEPLOY_FULL,  /* stop every node, start the new flow */
+    EDDY_DEPLOY_NODES, /* restart only changed nodes */
+    EDDY_DEPLOY_FLOWS  /* restart every node of a tab that has a change */
+} eddy_deploy_mode;
+
+typedef struct eddy_deploy_result {
+    int stopped; /* nodes closed (changed or removed) */
+    int started; /* nodes set up (changed or added) */
+    int kept;    /* nodes left running untouched */
+} eddy_deploy_result;
+
+/* Replaces the running flow by 'flow' (taken; validated by the caller). A node counts as
+ * changed when its JSON differs other than in position and wires (x, y, wires: moving a
+ * node or rewiring it keeps it running; its wires are redone), when its type, tab env or
+ * disabled state changed, or when a node it found at set-up (a config node, a link or
+ * subflow target) restarts. NODES restarts the changed nodes; FLOWS every node of a tab
+ * with a change (added and removed nodes count); FULL all. Messages queued for restarted
+ * nodes are dropped (counted in dropped_on_stop; acknowledgements wait as in stop). Node,
+ * flow and global context survive, except for nodes and tabs no longer in the flow. If a
+ * new node fails to set up, every node is stopped, as with eddy_engine_start. */
+int eddy_engine_redeploy(eddy_engine *engine, eddy_flow *flow, eddy_deploy_mode mode,
+                         eddy_problems *problems, eddy_deploy_result *result);
+
 /* The running node with 'id', or NULL. Borrowed until stop. */
 eddy_node *eddy_engine_find(eddy_engine *engine, const char *id);
 /* Queues 'msg' (taken) to the input of 'node' as if a wire delivered it. */
@@ -64,6 +89,9 @@ void eddy_engine_inject(eddy_engine *engine, eddy_node *node, json_t *msg);
 void eddy_engine_drain(eddy_engine *engine);
 /* Global context, kept across restarts. Borrowed. */
 json_t *eddy_engine_global_context(eddy_engine *engine);
+/* The context of node or scope (tab, subflow instance) 'id' (ignored for global), or NULL
+ * if it has none yet. Borrowed; contexts are kept across redeploys, as in Node-RED. */
+json_t *eddy_engine_context(eddy_engine *engine, eddy_ctx_scope scope, const char *id);
 const eddy_flow *eddy_engine_flow(const eddy_engine *engine);
 
 typedef struct eddy_engine_stats {

@@ -660,6 +660,7 @@ void eddy_flow_free(eddy_flow *flow)
     eddy_free(flow->file);
     eddy_free(flow->nodes);
     eddy_free(flow->scopes);
+    json_decref(flow->index);
     eddy_free(flow);
 }
 
@@ -781,4 +782,18 @@ const eddy_flow_scope *eddy_flow_find_scope(const eddy_flow *flow, const char *i
         if (strcmp(flow->scopes[i].id, id) == 0)
             return &flow->scopes[i];
     return NULL;
+}
+
+const eddy_flow_node *eddy_flow_node_find(const eddy_flow *flow, const char *id)
+{
+    eddy_flow *f = (eddy_flow *)flow; /* the index is a cache */
+    if (!f->index) {
+        f->index = json_object();
+        if (!f->index)
+            return NULL;
+        for (int i = 0; i < f->node_count; i++)
+            json_object_set_new(f->index, f->nodes[i].id, json_integer(i));
+    }
+    json_t *pos = json_object_get(f->index, id);
+    return pos ? &f->nodes[json_integer_value(pos)] : NULL;
 }

@@ -54,6 +54,7 @@ typedef struct eddy_flow {
     int node_count;
     eddy_flow_scope *scopes;
     int scope_count;
+    json_t *index; /* node id -> position in 'nodes', made on first lookup (owned) */
 } eddy_flow;
 
 /* Parses and validates 'text' (of 'len' bytes) against 'reg'. 'file' names the source in
@@ -68,5 +69,7 @@ eddy_flow *eddy_flow_from_json(json_t *doc, const char *source_text, const char 
                                const eddy_registry *reg, eddy_problems *problems);
 void eddy_flow_free(eddy_flow *flow);
 const eddy_flow_scope *eddy_flow_find_scope(const eddy_flow *flow, const char *id);
+/* The node with 'id' (after expansion), or NULL. */
+const eddy_flow_node *eddy_flow_node_find(const eddy_flow *flow, const char *id);
 
 #endif
