@@ -38,6 +38,12 @@ typedef struct hook_list {
     int count, cap;
 } hook_list;
 
+typedef struct deferred {
+    eddy_loop_hook_fn fn;
+    void *data;
+    struct deferred *next;
+} deferred;
+
 struct eddy_loop {
     eddy_clock_mode mode;
     uv_loop_t uv;            /* real mode only */
@@ -60,7 +66,11 @@ struct eddy_loop {
     hook_list before_sleep; /* commits */
     hook_list flush;        /* acknowledgements, only when settled */
     long holds;             /* input taken but not yet durable (eddy_loop_hold) */
+    deferred *deferred;     /* top-level calls waiting (eddy_loop_defer), oldest first */
+    bool stop_requested;    /* eddy_loop_stop was called */
 };
+
+static void drop_deferred(eddy_loop *loop);
 
 /* ---- heap ---- */
 
@@ -345,6 +355,7 @@ void eddy_loop_free(eddy_loop *loop)
 {
     if (!loop)
         return;
+    drop_deferred(loop);
     while (loop->heap_len > 0) {
         eddy_timer *t = loop->heap[loop->heap_len - 1];
         heap_remove(loop, t);
@@ -370,20 +381,81 @@ struct uv_loop_s *eddy_loop_uv(eddy_loop *loop)
     return loop->mode == EDDY_CLOCK_REAL ? &loop->uv : NULL;
 }
 
+static void drop_deferred(eddy_loop *loop)
+{
+    while (loop->deferred) {
+        deferred *d = loop->deferred;
+        loop->deferred = d->next;
+        eddy_free(d);
+    }
+}
+
+/* Runs the calls eddy_loop_defer queued; returns whether there were any. */
+static bool run_deferred(eddy_loop *loop)
+{
+    bool ran = false;
+    while (loop->deferred) {
+        deferred *d = loop->deferred;
+        loop->deferred = d->next;
+        d->fn(loop, d->data);
+        eddy_free(d);
+        ran = true;
+    }
+    return ran;
+}
+
 int eddy_loop_run(eddy_loop *loop)
 {
+    loop->stop_requested = false;
     if (loop->mode == EDDY_CLOCK_MANUAL) {
-        eddy_loop_settle(loop);
+        do
+            eddy_loop_settle(loop);
+        while (run_deferred(loop));
         return EDDY_OK;
     }
-    uv_run(&loop->uv, UV_RUN_DEFAULT);
+    for (;;) {
+        uv_run(&loop->uv, UV_RUN_DEFAULT);
+        bool ran = run_deferred(loop);
+        if (loop->stop_requested || !ran)
+            break;
+    }
     return EDDY_OK;
 }
 
 void eddy_loop_stop(eddy_loop *loop)
 {
+    loop->stop_requested = true;
     if (loop->mode == EDDY_CLOCK_REAL)
         uv_stop(&loop->uv);
+}
+
+int eddy_loop_defer(eddy_loop *loop, eddy_loop_hook_fn fn, void *data)
+{
+    deferred *d = eddy_calloc(1, sizeof(*d));
+    if (!d)
+        return EDDY_ENOMEM;
+    d->fn = fn;
+    d->data = data;
+    deferred **tail = &loop->deferred;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = d;
+    if (loop->mode == EDDY_CLOCK_REAL)
+        uv_stop(&loop->uv);
+    return EDDY_OK;
+}
+
+void eddy_loop_cancel_deferred(eddy_loop *loop, void *data)
+{
+    for (deferred **p = &loop->deferred; *p;) {
+        if ((*p)->data == data) {
+            deferred *d = *p;
+            *p = d->next;
+            eddy_free(d);
+        } else {
+            p = &(*p)->next;
+        }
+    }
 }
 
 void eddy_loop_wakeup(eddy_loop *loop)

@@ -44,6 +44,13 @@ struct uv_loop_s *eddy_loop_uv(eddy_loop *loop);
 int eddy_loop_run(eddy_loop *loop);
 /* Asks eddy_loop_run to return after the current iteration. */
 void eddy_loop_stop(eddy_loop *loop);
+/* Runs 'fn' at the top level of eddy_loop_run, outside every loop callback: for work that
+ * itself runs the loop (stopping and starting flows on a deploy), since libuv's loop must
+ * not be re-entered from a callback. Calls run in the order queued. Not run if the loop is
+ * freed first. EDDY_OK or EDDY_ENOMEM. */
+int eddy_loop_defer(eddy_loop *loop, eddy_loop_hook_fn fn, void *data);
+/* Drops the deferred calls queued with 'data'. */
+void eddy_loop_cancel_deferred(eddy_loop *loop, void *data);
 /* Thread-safe: wakes a sleeping loop (e.g. after a worker finished). */
 void eddy_loop_wakeup(eddy_loop *loop);
 

@@ -203,6 +203,51 @@ static void test_flush_waits_for_work_and_holds(void)
     eddy_loop_free(loop);
 }
 
+/* A deferred call runs at the top level (it may run the loop itself, as a deploy's
+ * stop does), and eddy_loop_run then goes on until eddy_loop_stop. */
+static int deferred_runs;
+static int nested_turns;
+
+static void deferred_call(eddy_loop *loop, void *data)
+{
+    (void)data;
+    deferred_runs++;
+    /* running the loop here must be allowed: we are outside libuv's callbacks */
+    eddy_loop_run_once(loop);
+    nested_turns++;
+}
+
+static int64_t defer_then_continue(eddy_loop *loop, eddy_timer *t, void *data)
+{
+    int *step = data;
+    if ((*step)++ == 0) {
+        eddy_loop_defer(loop, deferred_call, NULL);
+        return 5; /* fire again after the deferred call */
+    }
+    eddy_loop_stop(loop);
+    return EDDY_TIMER_STOP;
+}
+
+static void test_defer_runs_at_top_level(void)
+{
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_REAL, NULL);
+    int step = 0;
+    deferred_runs = nested_turns = 0;
+    eddy_timer_start(loop, 1, defer_then_continue, &step, NULL);
+    CHECK_INT_EQ(eddy_loop_run(loop), EDDY_OK);
+    CHECK_INT_EQ(deferred_runs, 1);
+    CHECK_INT_EQ(nested_turns, 1);
+    CHECK_INT_EQ(step, 2); /* the loop went on after the deferred call */
+    /* a call cancelled before the loop runs never runs */
+    eddy_loop_defer(loop, deferred_call, &step);
+    eddy_loop_cancel_deferred(loop, &step);
+    eddy_timer_start(loop, 1, defer_then_continue, &step, NULL);
+    step = 1;
+    eddy_loop_run(loop);
+    CHECK_INT_EQ(deferred_runs, 1);
+    eddy_loop_free(loop);
+}
+
 static const check_test tests[] = {
     {"deadline_order", test_deadline_order},
     {"repeat", test_repeat},
@@ -212,6 +257,7 @@ static const check_test tests[] = {
     {"real_clock", test_real_clock},
     {"zero_delay_timer_lets_hooks_run", test_zero_delay_timer_lets_hooks_run},
     {"flush_waits_for_work_and_holds", test_flush_waits_for_work_and_holds},
+    {"defer_runs_at_top_level", test_defer_runs_at_top_level},
     {NULL, NULL}};
 
 CHECK_MAIN(tests)
