@@ -113,6 +113,18 @@ static void debug_input(eddy_node *node, void *state, json_t *msg)
     json_decref(msg);
 }
 
+/* The editor's toggle button: POST debug/<id>/enable|disable. */
+static int debug_command(eddy_node *node, void *state, const char *name, const json_t *arg,
+                         eddy_err *err)
+{
+    struct debug_state *s = state;
+    if (strcmp(name, "enable") == 0 || strcmp(name, "disable") == 0) {
+        s->active = name[0] == 'e';
+        return EDDY_OK;
+    }
+    return eddy_err_set(err, EDDY_EUNSUPPORTED, "debug takes no command '%s'", name);
+}
+
 const eddy_node_type eddy_node_debug = {
     .name = "debug",
     .inputs = 1,
@@ -123,4 +135,5 @@ const eddy_node_type eddy_node_debug = {
     .validate = debug_validate,
     .setup = debug_setup,
     .input = debug_input,
+    .command = debug_command,
 };

@@ -467,6 +467,23 @@ static void inject_input(eddy_node *node, void *state, json_t *msg)
     inject_emit(node, state, msg);
 }
 
+/* The editor's inject button: POST inject/<id> with {} or {"__user_inject_props__":[...]}
+ * (the dialog's Inject button, with properties not yet deployed). */
+static int inject_command(eddy_node *node, void *state, const char *name, const json_t *arg,
+                          eddy_err *err)
+{
+    if (strcmp(name, "inject") != 0)
+        return eddy_err_set(err, EDDY_EUNSUPPORTED, "inject takes no command '%s'", name);
+    json_t *msg = eddy_msg_new();
+    if (!msg)
+        return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    json_t *props = json_object_get(arg, "__user_inject_props__");
+    if (json_is_array(props))
+        json_object_set(msg, "__user_inject_props__", props);
+    inject_emit(node, state, msg);
+    return EDDY_OK;
+}
+
 static int inject_close(eddy_node *node, void *state, bool removed)
 {
     struct inject_state *st = state;
@@ -491,5 +508,6 @@ const eddy_node_type eddy_node_inject = {
     .validate = inject_validate,
     .setup = inject_setup,
     .input = inject_input,
+    .command = inject_command,
     .close = inject_close,
 };

@@ -1206,4 +1206,5 @@ const eddy_node_type eddy_node_mqtt_broker = {
     .validate = broker_validate,
     .setup = broker_setup,
     .close = broker_close,
+    .public_credentials = "|user|",
 };

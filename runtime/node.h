@@ -101,7 +101,19 @@ struct eddy_node_type {
      * EDDY_CLOSE_LATER. 'removed' is true when the node is deleted (not only restarted).
      * May be NULL. */
     int (*close)(eddy_node *node, void *state, bool removed);
+    /* A command from the editor (the inject button: "inject" with the request body;
+     * the debug toggle: "enable"/"disable"), called through eddy_node_command. Returns
+     * EDDY_OK, or an error through 'err' (EDDY_EUNSUPPORTED for commands it does not know).
+     * May be NULL: the type takes no commands. */
+    int (*command)(eddy_node *node, void *state, const char *name, const json_t *arg,
+                   eddy_err *err);
+    /* Credential fields the editor may read back ("|user|"); every other field of a
+     * node's "credentials" is a secret the editor only learns the presence of. */
+    const char *public_credentials;
 };
+
+/* Runs a command of the node's type (see 'command'); EDDY_EUNSUPPORTED if it has none. */
+int eddy_node_command(eddy_node *node, const char *name, const json_t *arg, eddy_err *err);
 
 /* ---- identity and configuration (all borrowed for the life of the node) ---- */
 
