@@ -28,6 +28,7 @@
 #include <libwebsockets.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -45,6 +46,7 @@
 #define COMMS_MAX_RX      65536 /* biggest client frame we accept, bytes */
 #define HEADER_SPACE      4096  /* bytes for response headers */
 #define DESTROY_TURNS_MAX 100000
+#define WRITE_STALL_SECS  60 /* a reply that makes no progress this long is dropped */
 
 /* ---- data ---- */
 
@@ -790,6 +792,9 @@ static bool authorized(eddy_http *http, const eddy_http_req *req)
 static void dispatch(eddy_http *http, eddy_http_req *req)
 {
     req->dispatched = true;
+    /* lws arms a timeout for the whole transaction; a handler may take longer (LATER). */
+    if (req->wsi)
+        lws_set_timeout(req->wsi, NO_PENDING_TIMEOUT, 0);
     if (req->too_big) {
         eddy_http_reply_error(req, 413, "payload_too_large",
                               "request body over the limit of %zu bytes", http->max_body);
@@ -878,8 +883,14 @@ static int write_reply(eddy_http *http, conn *c, struct lws *wsi)
         }
         req->roff += n;
         bool last = req->roff >= total;
-        if (lws_write(wsi, start, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)n)
+        /* A slow client may take long over a big body; it must only keep moving. */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, WRITE_STALL_SECS);
+        int w = lws_write(wsi, start, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+        if (w < (int)n) {
+            eddy_log(EDDY_LOG_DEBUG, "[http] %s /%s: write of %zu bytes gave %d; closing",
+                     req->method, req->path, n, w);
             return -1;
+        }
         if (!last) {
             lws_callback_on_writable(wsi);
             return 0;
@@ -1500,7 +1511,9 @@ eddy_http *eddy_http_new(eddy_loop *loop, const eddy_http_opts *opts, eddy_err *
     if (check_address(listen, err) != EDDY_OK)
         goto fail;
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, log_lws);
+    lws_set_log_level(getenv("EDDY_LWS_DEBUG") ? LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO
+                                               : LLL_ERR | LLL_WARN,
+                      log_lws);
 
     http->protocols[0] = (struct lws_protocols){
         .name = "eddy",
@@ -1517,6 +1530,7 @@ eddy_http *eddy_http_new(eddy_loop *loop, const eddy_http_opts *opts, eddy_err *
     info.user = http;
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.max_http_header_data = 8192;
+    info.timeout_secs = 30; /* handshakes and idle header reads */
     http->ctx = lws_create_context(&info);
     if (!http->ctx) {
         eddy_err_set(err, EDDY_EIO, "cannot start libwebsockets");
@@ -1530,7 +1544,6 @@ eddy_http *eddy_http_new(eddy_loop *loop, const eddy_http_opts *opts, eddy_err *
     info.protocols = http->protocols;
     info.vhost_name = "eddy";
     info.keepalive_timeout = 5;
-    info.timeout_secs = 30;
     http->vhost = lws_create_vhost(http->ctx, &info);
     if (!http->vhost) {
         eddy_err_set(err, EDDY_EIO, "cannot listen on %s port %d (in use, or a bad address)",
