@@ -19,12 +19,12 @@ typedef struct eddy_http eddy_http;
 typedef struct eddy_http_req eddy_http_req;
 
 typedef struct eddy_http_opts {
-    const char *listen;  /* address to bind; NULL = "127.0.0.1" */
-    int port;            /* 0 = any free port (see eddy_http_port) */
-    size_t max_body;     /* bigger request bodies get 413; 0 = 5 MiB (Node-RED's apiMaxLength) */
+    const char *listen;     /* address to bind; NULL = "127.0.0.1" */
+    int port;               /* 0 = any free port (see eddy_http_port) */
+    size_t max_body;        /* bigger request bodies get 413; 0 = 5 MiB (Node-RED's apiMaxLength) */
     const char *comms_path; /* websocket path; NULL = "/comms" */
-    int heartbeat_ms;    /* idle time before a "hb" frame; 0 = 15000 */
-    int batch_ms;        /* comms frames gather messages this long; 0 = 50 */
+    int heartbeat_ms;       /* idle time before a "hb" frame; 0 = 15000 */
+    int batch_ms;           /* comms frames gather messages this long; 0 = 50 */
 } eddy_http_opts;
 
 /* Ownership: new, free with eddy_http_free. Listens at once; NULL with 'err' naming the
@@ -47,10 +47,11 @@ typedef int (*eddy_http_handler)(eddy_http_req *req, void *data);
 #define EDDY_HTTP_PUBLIC 0x01u /* reachable without a token when auth is on */
 
 /* Adds a route. 'method' is "GET", "POST", "PUT", "DELETE" or "*". 'pattern' is a path
- * without the leading slash: "flows" matches exactly that; "inject/*" matches "inject/"
- * followed by anything (eddy_http_req_rest gives the part after the slash); "" matches
- * the root "/". Routes are tried in the order added; the first match wins. A path that
- * matches no route and no static folder gets 404. EDDY_OK or EDDY_ENOMEM. */
+ * without the leading slash: "flows" matches exactly that; "inject/\*" (written without
+ * the backslash, which only keeps this comment valid C) matches "inject/" followed by
+ * anything (eddy_http_req_rest gives the part after the slash); "" matches the root "/".
+ * Routes are tried in the order added; the first match wins. A path that matches no
+ * route and no static folder gets 404. EDDY_OK or EDDY_ENOMEM. */
 int eddy_http_route(eddy_http *http, const char *method, const char *pattern, unsigned flags,
                     eddy_http_handler handler, void *data);
 
@@ -67,7 +68,7 @@ int eddy_http_static(eddy_http *http, const char *url_prefix, const char *dir, i
 const char *eddy_http_req_method(const eddy_http_req *req);
 /* The decoded path without the leading slash and without the query: "flows". */
 const char *eddy_http_req_path(const eddy_http_req *req);
-/* For a "x/*" route, what follows "x/" (decoded); "" otherwise. */
+/* For a "x/\*" route, what follows "x/" (decoded); "" otherwise. */
 const char *eddy_http_req_rest(const eddy_http_req *req);
 /* A header by its name (case-insensitive, "accept", "content-type", "authorization",
  * "node-red-deployment-type", "node-red-api-version"), or NULL. */

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format valgrind
   libjansson-dev libuv1-dev liblua5.4-dev
   libmosquitto-dev mosquitto mosquitto-clients openssl
-  liblmdb-dev
+  liblmdb-dev libwebsockets-dev
 )
 
 missing=()

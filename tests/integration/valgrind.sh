@@ -62,5 +62,11 @@ for t in broker_outage dynamic_subscribe persistent_session payload_types; do
     check "mqtt_test $t" "$rc"
 done
 
+# The HTTP and /comms server (libwebsockets on the loop): every case, teardown included.
+"${vg[@]}" "$build_dir/tests/http_test" >"$work/vg.log" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 99 ]; then check "http_test" "$rc"
+else fails=$((fails + 1)); echo "FAIL http_test"; cat "$work/vg.log"; fi
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
