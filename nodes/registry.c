@@ -16,6 +16,12 @@ const eddy_node_type *const eddy_native_node_types[] = {
 #undef EDDY_NODE
     NULL};
 
+const char *const eddy_native_node_stems[] = {
+#define EDDY_NODE(stem) #stem,
+#include "nodes.def"
+#undef EDDY_NODE
+    NULL};
+
 struct eddy_registry {
     const eddy_node_type **types;
     int count, cap;

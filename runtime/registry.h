@@ -31,5 +31,7 @@ const eddy_node_type *eddy_registry_at(const eddy_registry *reg, int index);
 
 /* The native table: NULL-terminated, in nodes.def order. */
 extern const eddy_node_type *const eddy_native_node_types[];
+/* The stems of those types (their files nodes/<stem>.c), in the same order. */
+extern const char *const eddy_native_node_stems[];
 
 #endif
