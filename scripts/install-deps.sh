@@ -7,8 +7,15 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format valgrind
   libjansson-dev libuv1-dev liblua5.4-dev
   libmosquitto-dev mosquitto mosquitto-clients openssl
-  liblmdb-dev libwebsockets-dev
+  liblmdb-dev libwebsockets-dev libssl-dev libcrypt-dev curl
+  chromium
 )
+# The browser editor is assembled with Node.js and npm (scripts/build-web.sh) and tested with
+# playwright-core driving chromium: Debian's nodejs and npm unless a node of 18 or newer is there.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 18 ] || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
