@@ -1658,6 +1658,11 @@ void eddy_engine_set_hooks(eddy_engine *e, const eddy_engine_hooks *hooks)
     e->hooks = *hooks;
 }
 
+void eddy_engine_set_store(eddy_engine *e, struct eddy_store *store)
+{
+    e->opts.store = store;
+}
+
 void eddy_engine_get_stats(const eddy_engine *e, eddy_engine_stats *out)
 {
     *out = e->stats;

@@ -47,6 +47,8 @@ eddy_engine *eddy_engine_new(eddy_loop *loop, const eddy_registry *reg,
 /* Stops (if running) and frees. Accepts NULL. */
 void eddy_engine_free(eddy_engine *engine);
 void eddy_engine_set_hooks(eddy_engine *engine, const eddy_engine_hooks *hooks);
+/* Sets the event store nodes reach (a deploy may bring the first event node); borrowed. */
+void eddy_engine_set_store(eddy_engine *engine, struct eddy_store *store);
 
 /* Starts 'flow' (takes it). If a node fails to set up, every node started so far is
  * closed and the problems are listed; the engine is then idle. */

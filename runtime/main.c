@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "engine.h"
 #include "events_cli.h"
 #include "flow.h"
@@ -17,6 +18,7 @@
 #include "lua_type.h"
 #include "mem.h"
 #include "registry.h"
+#include "webdir.h"
 
 #define DEFAULT_PORT  1880
 #define MAX_NODE_DIRS 16
@@ -27,6 +29,9 @@ typedef struct cli_opts {
     int port;
     const char *log_level;
     const char *fsync;                    /* event store durability policy; NULL = always */
+    const char *listen;                   /* editor address; NULL = 127.0.0.1 */
+    const char *settings;                 /* settings file (adminAuth, credentialSecret) */
+    bool no_editor;                       /* run without the editor and admin API */
     const char *node_dirs[MAX_NODE_DIRS]; /* --nodes, in order */
     int node_dir_count;
 } cli_opts;
@@ -48,17 +53,24 @@ static const char usage_main[] =
     "  -V, --version     print the version\n";
 
 static const char usage_run[] =
-    "Usage: eddy run FLOWS.json [--data DIR] [--port N] [--log-level LEVEL] [--nodes DIR]\n"
+    "Usage: eddy run [FLOWS.json] [--data DIR] [--port N] [--listen ADDR] [--settings FILE]\n"
+    "                [--no-editor] [--log-level LEVEL] [--nodes DIR]\n"
     "\n"
     "Loads FLOWS.json (a Node-RED flow file, as exported by Node-RED), validates it and\n"
-    "runs it on one event loop. SIGINT or SIGTERM stops it cleanly: queued messages are\n"
-    "delivered, every node is closed, and eddy exits 0. A flow that does not validate is\n"
-    "not started; the problems are listed as by `eddy check` and eddy exits 1.\n"
+    "runs it on one event loop, with Node-RED's editor at http://127.0.0.1:1880/. Flows\n"
+    "deployed from the editor are saved in DIR/flows.json and run from there on the next\n"
+    "start (FLOWS.json is then only the seed for an empty data folder). SIGINT or SIGTERM\n"
+    "stops it cleanly: queued messages are delivered, every node is closed, and eddy exits\n"
+    "0. A flow that does not validate is not started; the problems are listed as by\n"
+    "`eddy check` and eddy exits 1.\n"
     "\n"
     "  --data DIR        data folder (event store, deployed flows); default ./eddy-data;\n"
     "                    the event store is opened only for flows with event nodes\n"
     "  --fsync POLICY    event store durability: always (default), interval[:MS], never\n"
-    "  --port N          admin/editor port (default 1880; used by the editor)\n"
+    "  --port N          editor and admin API port (default 1880; 0 = any free port)\n"
+    "  --listen ADDR     editor address (default 127.0.0.1; 0.0.0.0 for every interface)\n"
+    "  --settings FILE   JSON settings: adminAuth (login), credentialSecret, debugMaxLength\n"
+    "  --no-editor       no editor and no admin API\n"
     "  --log-level L     trace, debug, info (default), warn, error or off\n"
     "  --nodes DIR       also load the Lua node types in DIR (a type's folder, or a folder\n"
     "                    of them); may be given several times\n";
@@ -110,12 +122,24 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
                                              {"log-level", required_argument, NULL, 'l'},
                                              {"fsync", required_argument, NULL, 'f'},
                                              {"nodes", required_argument, NULL, 'n'},
+                                             {"listen", required_argument, NULL, 'L'},
+                                             {"settings", required_argument, NULL, 's'},
+                                             {"no-editor", no_argument, NULL, 'E'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:p:l:f:n:h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'L':
+            o->listen = optarg;
+            break;
+        case 's':
+            o->settings = optarg;
+            break;
+        case 'E':
+            o->no_editor = true;
+            break;
         case 'n':
             if (o->node_dir_count == MAX_NODE_DIRS) {
                 fprintf(stderr, "eddy: at most %d --nodes folders\n", MAX_NODE_DIRS);
@@ -129,8 +153,8 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
         case 'p': {
             char *end;
             long port = strtol(optarg, &end, 10);
-            if (*end || port < 1 || port > 65535) {
-                fprintf(stderr, "eddy: --port needs a number from 1 to 65535, not '%s'\n", optarg);
+            if (*end || !*optarg || port < 0 || port > 65535) {
+                fprintf(stderr, "eddy: --port needs a number from 0 to 65535, not '%s'\n", optarg);
                 return 2;
             }
             o->port = (int)port;
@@ -159,6 +183,8 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char *usage)
             fprintf(stderr, "eddy: nodes takes no arguments\n%s", usage);
             return 2;
         }
+    } else if (usage == usage_run && optind == argc) {
+        o->flow_file = NULL; /* the editor's deployed flows, or an empty flow */
     } else if (optind != argc - 1) {
         fprintf(stderr, "eddy: expected one flow file\n%s", usage);
         return 2;
@@ -246,6 +272,60 @@ static int run_until_signal(eddy_loop *loop)
     return 0;
 }
 
+/* Loads the flow file and starts it: `eddy run --no-editor`. */
+static int start_without_editor(const cli_opts *o, eddy_engine *engine, const eddy_registry *reg,
+                                eddy_loop *loop, eddy_store **store, eddy_problems *problems)
+{
+    if (!o->flow_file) {
+        fprintf(stderr, "eddy: --no-editor needs a flow file\n");
+        return 1;
+    }
+    eddy_flow *flow = eddy_flow_load_file(o->flow_file, reg, problems);
+    if (!flow)
+        return 1;
+    if (eddy_events_open_for_flow(flow, o->data_dir, o->fsync, loop, store) != 0) {
+        eddy_flow_free(flow);
+        return 1;
+    }
+    eddy_engine_set_store(engine, *store);
+    int nodes = flow->node_count;
+    if (eddy_engine_start(engine, flow, problems) != EDDY_OK)
+        return 1;
+    eddy_log(EDDY_LOG_INFO, "[eddy] running %s (%d nodes)", o->flow_file, nodes);
+    return 0;
+}
+
+/* Opens the editor, then starts the deployed flows (or the seed file). */
+static int start_with_editor(const cli_opts *o, eddy_engine *engine, const eddy_registry *reg,
+                             eddy_loop *loop, eddy_store **store, eddy_admin **admin,
+                             eddy_problems *problems)
+{
+    eddy_err err;
+    eddy_err_clear(&err);
+    eddy_admin_opts aopts = {.data_dir = o->data_dir,
+                             .web_dir = eddy_web_dir(),
+                             .settings_file = o->settings,
+                             .listen = o->listen,
+                             .port = o->port,
+                             .fsync = o->fsync,
+                             .store = store};
+    *admin = eddy_admin_new(loop, engine, reg, &aopts, &err);
+    if (!*admin) {
+        char line[1024];
+        eddy_err_format(&err, line, sizeof(line));
+        fprintf(stderr, "eddy: the editor cannot start: %s\n", line);
+        return 1;
+    }
+    const char *source = NULL;
+    if (eddy_admin_start_flows(*admin, o->flow_file, problems, &source) != EDDY_OK)
+        return 1;
+    const eddy_flow *flow = eddy_engine_flow(engine);
+    eddy_log(EDDY_LOG_INFO, "[eddy] running %s (%d nodes); editor on http://%s:%d/", source,
+             flow ? flow->node_count : 0, o->listen ? o->listen : "127.0.0.1",
+             eddy_admin_port(*admin));
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     cli_opts o = {.data_dir = "eddy-data", .port = DEFAULT_PORT};
@@ -257,40 +337,31 @@ static int cmd_run(int argc, char **argv)
     eddy_err_clear(&err);
     eddy_registry *reg = make_registry(&o);
     eddy_loop *loop = reg ? eddy_loop_new(EDDY_CLOCK_REAL, &err) : NULL;
-    eddy_problems problems = {0};
-    eddy_flow *flow = loop ? eddy_flow_load_file(o.flow_file, reg, &problems) : NULL;
-    eddy_store *store = NULL;
-    if (flow && eddy_events_open_for_flow(flow, o.data_dir, o.fsync, loop, &store) != 0) {
-        eddy_flow_free(flow);
-        eddy_loop_free(loop);
-        eddy_registry_free(reg);
-        return 1;
-    }
-    eddy_engine_opts eopts = {.store = store};
-    eddy_engine *engine = loop ? eddy_engine_new(loop, reg, &eopts, &err) : NULL;
+    eddy_engine *engine = loop ? eddy_engine_new(loop, reg, NULL, &err) : NULL;
     if (!engine) {
         if (err.code)
             fprintf(stderr, "eddy: %s\n", err.msg);
-        eddy_flow_free(flow);
-        eddy_store_close(store);
-        eddy_problems_clear(&problems);
         eddy_loop_free(loop);
         eddy_registry_free(reg);
         return 1;
     }
-    int status = 1;
-    if (flow && eddy_engine_start(engine, flow, &problems) == EDDY_OK) {
-        eddy_log(EDDY_LOG_INFO, "[eddy] running %s (%d nodes)", o.flow_file, flow->node_count);
+    eddy_problems problems = {0};
+    eddy_store *store = NULL;
+    eddy_admin *admin = NULL;
+    int status = o.no_editor ? start_without_editor(&o, engine, reg, loop, &store, &problems)
+                             : start_with_editor(&o, engine, reg, loop, &store, &admin, &problems);
+    if (status == 0) {
         run_until_signal(loop);
         eddy_engine_stop(engine);
         eddy_log(EDDY_LOG_INFO, "[eddy] stopped cleanly");
-        status = 0;
-    } else {
+    } else if (problems.count > 0) {
         eddy_problems_print(&problems, stderr);
-        fprintf(stderr, "eddy: %s was not started (%d problem%s)\n", o.flow_file, problems.count,
+        fprintf(stderr, "eddy: %s was not started (%d problem%s)\n",
+                o.flow_file ? o.flow_file : "the flow", problems.count,
                 problems.count == 1 ? "" : "s");
     }
     eddy_problems_clear(&problems);
+    eddy_admin_free(admin);
     eddy_engine_free(engine);
     eddy_store_close(store); /* detaches: commits what is pending */
     eddy_loop_free(loop);
