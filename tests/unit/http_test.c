@@ -700,6 +700,23 @@ static void test_static_files(void)
         CHECK_STR_EQ(resp_header(&r, "content-type"), types[i][1]);
         resp_free(&r);
     }
+    /* HEAD: the headers of the file without its body, and the connection goes on. */
+    int fd = tcp_connect();
+    send_str(fd, "HEAD /style.css HTTP/1.1\r\nHost: h\r\n\r\n");
+    memset(&r, 0, sizeof(r));
+    size_t hn = 0;
+    while (hn < 4 || memcmp(r.head + hn - 4, "\r\n\r\n", 4) != 0) {
+        CHECK(recv_exact(fd, r.head + hn, 1));
+        hn++;
+    }
+    CHECK(strncmp(r.head, "HTTP/1.1 200", 12) == 0);
+    CHECK_STR_EQ(resp_header(&r, "content-length"), "3");
+    send_str(fd, "GET /style.css HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(read_resp(fd, &r));
+    CHECK_INT_EQ(r.status, 200);
+    CHECK_STR_EQ(r.body, "a{}");
+    resp_free(&r);
+    close(fd);
     /* Routes come before the root static folder. */
     request(&r, "GET", "/flows", NULL, NULL);
     CHECK_STR_EQ(r.body, "flows");
