@@ -14,9 +14,9 @@
 #include "mem.h"
 #include "msg.h"
 
-#define NR_MODULE   "node-red"
-#define EDDY_MODULE "eddy"
-#define LUA_MODULE  "eddy-lua"
+#define NR_MODULE    "node-red"
+#define EDDY_MODULE  "eddy"
+#define LUA_MODULE   "eddy-lua"
 #define EXTRA_MODULE "eddy-extra" /* types neither native nor Lua (test helpers) */
 
 /* Node-RED's core files for the two types served from @node-red/nodes. */
@@ -140,9 +140,9 @@ typedef struct cat_set {
     set_kind kind;
     char id[256];
     const char *module, *name;
-    int core;                     /* SET_NR_CORE: index in nr_core */
-    const char *stem;             /* SET_NATIVE */
-    const eddy_node_type *type;   /* its one type */
+    int core;                   /* SET_NR_CORE: index in nr_core */
+    const char *stem;           /* SET_NATIVE */
+    const eddy_node_type *type; /* its one type */
 } cat_set;
 
 typedef struct cat_list {
@@ -186,8 +186,8 @@ static bool build(const eddy_registry *reg, const char *web_dir, cat_list *l)
     for (int i = 0; i < n; i++) {
         const eddy_node_type *t = eddy_registry_at(reg, i);
         const char *stem = native_stem(t);
-        cat_set s = {.kind = SET_OTHER, .module = EXTRA_MODULE, .name = t->name, .core = -1,
-                     .type = t};
+        cat_set s = {
+            .kind = SET_OTHER, .module = EXTRA_MODULE, .name = t->name, .core = -1, .type = t};
         char part[200];
         if (stem) {
             for (int c = 0; c < (int)(sizeof(nr_core) / sizeof(nr_core[0])); c++)
@@ -204,6 +204,7 @@ static bool build(const eddy_registry *reg, const char *web_dir, cat_list *l)
                 snprintf(s.id, sizeof(s.id), "%s/%s", NR_MODULE, s.name);
             } else {
                 s.kind = SET_NATIVE;
+                s.module = EDDY_MODULE;
                 s.stem = stem;
                 s.name = stem;
                 snprintf(s.id, sizeof(s.id), "%s/%s", EDDY_MODULE, stem);
@@ -235,10 +236,10 @@ json_t *eddy_catalogue_sets(const eddy_registry *reg, const char *web_dir)
         const cat_set *s = &l.sets[i];
         if (s->kind == SET_NR_CORE && !nrv && !(nrv = nr_version(web_dir)))
             break;
-        json_t *set = json_pack("{s:s,s:s,s:[s],s:b,s:b,s:b,s:s,s:s}", "id", s->id, "name", s->name,
-                                "types", s->type->name, "enabled", 1, "local", 0, "user", 0, "module",
-                                s->module, "version",
-                                s->kind == SET_NR_CORE ? nrv : EDDY_VERSION);
+        json_t *set =
+            json_pack("{s:s,s:s,s:[s],s:b,s:b,s:b,s:s,s:s}", "id", s->id, "name", s->name, "types",
+                      s->type->name, "enabled", 1, "local", 0, "user", 0, "module", s->module,
+                      "version", s->kind == SET_NR_CORE ? nrv : EDDY_VERSION);
         if (!set || json_array_append_new(out, set) != 0) {
             json_decref(out);
             out = NULL;
