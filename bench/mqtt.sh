@@ -156,7 +156,7 @@ start_subscriber() {
         ;;
     eddy)
         rm -rf "$tmp/eddy-data"
-        MQTT_PORT=$port MQTT_QOS=$2 "$eddy" run "$flow" --data "$tmp/eddy-data" \
+        MQTT_PORT=$port MQTT_QOS=$2 "$eddy" run "$flow" --no-editor --data "$tmp/eddy-data" \
             --log-level warn >"$tmp/sub.log" 2>&1 &
         ;;
     node-red)

@@ -225,6 +225,11 @@ static int load_settings(eddy_admin *a, const char *file, eddy_err *err)
  * and kept in DATA/.secret (as Node-RED keeps its generated one in .config.runtime.json). */
 static int load_secret(eddy_admin *a, eddy_err *err)
 {
+    if (a->secret) /* loaded on first need: a flow without credentials writes no file */
+        return EDDY_OK;
+    int rc = ensure_dir(a->data_dir, err);
+    if (rc != EDDY_OK)
+        return rc;
     const char *s = json_string_value(json_object_get(a->settings, "credentialSecret"));
     if (!s)
         s = getenv("EDDY_CREDENTIAL_SECRET");
@@ -243,7 +248,7 @@ static int load_secret(eddy_admin *a, eddy_err *err)
     }
     eddy_free(kept);
     char made[65];
-    int rc = eddy_random_hex(made, 32);
+    rc = eddy_random_hex(made, 32);
     if (rc == EDDY_OK)
         rc = write_atomically(a->data_dir, ".secret", made, false, err);
     if (rc == EDDY_OK) {
@@ -280,12 +285,14 @@ static int load_creds(eddy_admin *a, eddy_err *err)
     char *path = path_join(a->data_dir, "flows_cred.json");
     if (!path)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
+    json_decref(a->creds);
+    a->creds = NULL;
     if (access(path, F_OK) != 0) {
         eddy_free(path);
         a->creds = json_object();
-        return EDDY_OK;
+        return a->creds ? EDDY_OK : eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     }
-    json_t *doc = read_json_file(path, err);
+    json_t *doc = load_secret(a, err) == EDDY_OK ? read_json_file(path, err) : NULL;
     if (doc) {
         a->creds = eddy_creds_decrypt(doc, a->secret, err);
         json_decref(doc);
@@ -298,7 +305,7 @@ static int load_creds(eddy_admin *a, eddy_err *err)
 
 static int save_flows(eddy_admin *a, const json_t *flows, const json_t *creds, eddy_err *err)
 {
-    int rc = ensure_dir(a->data_dir, err);
+    int rc = load_secret(a, err);
     if (rc != EDDY_OK)
         return rc;
     char *text = eddy_json_dumps(flows, EDDY_JSON_PRETTY);
@@ -639,6 +646,7 @@ int eddy_admin_start_flows(eddy_admin *a, const char *seed, eddy_problems *probl
         eddy_free(deployed);
         return EDDY_EINVAL;
     }
+    json_decref(a->flows);
     a->flows = doc;
     set_rev(a);
     eddy_problems found = {0};
@@ -1426,8 +1434,7 @@ eddy_admin *eddy_admin_new(eddy_loop *loop, eddy_engine *engine, const eddy_regi
         goto fail;
     }
     set_rev(a);
-    if (load_settings(a, opts->settings_file, err) != EDDY_OK ||
-        ensure_dir(a->data_dir, err) != EDDY_OK || load_secret(a, err) != EDDY_OK)
+    if (load_settings(a, opts->settings_file, err) != EDDY_OK)
         goto fail;
     eddy_http_opts hopts = {.listen = opts->listen, .port = opts->port};
     a->http = eddy_http_new(loop, &hopts, err);

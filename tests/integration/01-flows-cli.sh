@@ -63,7 +63,7 @@ out=$("$eddy" check "$work/none.json" 2>&1)
 expect_contains "missing file named" "$out" "none.json: cannot open the flow file"
 
 # --- run: a bad flow is not started
-out=$("$eddy" run "$work/bad.json" --data "$work/data" 2>&1); rc=$?
+out=$("$eddy" run "$work/bad.json" --port 0 --data "$work/data" 2>&1); rc=$?
 [ $rc -eq 1 ] && pass "run refuses a bad flow" || fail "run refuses a bad flow" "rc=$rc"
 expect_contains "run says it was not started" "$out" "was not started"
 
@@ -76,7 +76,7 @@ cat >"$work/tick.json" <<'JSON'
 ]
 JSON
 for sig in TERM INT; do
-    "$eddy" run "$work/tick.json" --data "$work/data" >"$work/run.log" 2>&1 &
+    "$eddy" run "$work/tick.json" --port 0 --data "$work/data" >"$work/run.log" 2>&1 &
     pid=$!
     sleep 1
     kill -s "$sig" "$pid"

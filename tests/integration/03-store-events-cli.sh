@@ -32,7 +32,7 @@ cat >"$work/store.json" <<JSON
  {"id":"sp","type":"split","z":"t","splt":"\\\\n","spltType":"str","arraySplt":1,"arraySpltType":"len","stream":false,"addname":"","wires":[["s"]]},
  {"id":"s","type":"event-store","z":"t","stream":"payload.dev","eventType":"reading","eventId":"payload.id","eventTime":"payload.ts","wires":[[],[]]}]
 JSON
-"$eddy" run "$work/store.json" --data "$work/data" >"$work/run.log" 2>&1 &
+"$eddy" run "$work/store.json" --port 0 --data "$work/data" >"$work/run.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
     n=$("$eddy" events stats --data "$work/data" 2>/dev/null | sed -n 's/^events: *\([0-9]*\).*/\1/p')
@@ -110,13 +110,13 @@ cat >"$work/plain.json" <<'JSON'
 [{"id":"t","type":"tab"},{"id":"c","type":"comment","z":"t"}]
 JSON
 touch "$work/a-file"
-"$eddy" run "$work/plain.json" --data "$work/a-file/data" >"$work/plain.log" 2>&1 &
+"$eddy" run "$work/plain.json" --port 0 --data "$work/a-file/data" >"$work/plain.log" 2>&1 &
 pid=$!
 sleep 0.3
 kill -s TERM "$pid"
 wait "$pid"; rc=$?
 expect_eq "flow without event nodes needs no data folder" "$rc" "0"
-out=$("$eddy" run "$work/store.json" --data "$work/data" --fsync sometimes 2>&1); rc=$?
+out=$("$eddy" run "$work/store.json" --port 0 --data "$work/data" --fsync sometimes 2>&1); rc=$?
 expect_eq "bad --fsync exits 1" "$rc" "1"
 expect_contains "bad --fsync said" "$out" "fsync policy must be always, interval[:MS] or never"
 out=$("$eddy" help events)

@@ -50,7 +50,7 @@ LUA
 out=$("$eddy" check "$src/flows/glasshouse.json" --nodes "$work/types" 2>&1); rc=$?
 [ $rc -eq 1 ] && pass "bad type: check exits 1" || fail "bad type: check exits 1" "rc=$rc"
 expect_contains "bad type: file and line" "$out" "types/gauge/node.lua:6: property 'unit': 'default' is not one of the options"
-out=$("$eddy" run "$src/flows/glasshouse.json" --nodes "$work/types" --data "$work/data" 2>&1); rc=$?
+out=$("$eddy" run "$src/flows/glasshouse.json" --port 0 --nodes "$work/types" --data "$work/data" 2>&1); rc=$?
 [ $rc -eq 1 ] && pass "bad type: run exits 1" || fail "bad type: run exits 1" "rc=$rc"
 
 # --- check: a flow using Lua types and a lua node, with problems in each
@@ -83,7 +83,7 @@ cat >"$work/run.json" <<'JSON'
   {"id": "dc", "type": "debug", "z": "t", "name": "caught", "console": true, "active": true, "complete": "error.message", "wires": []}
 ]
 JSON
-"$eddy" run "$work/run.json" --data "$work/data" >"$work/run.log" 2>&1 &
+"$eddy" run "$work/run.json" --port 0 --data "$work/data" >"$work/run.log" 2>&1 &
 pid=$!
 sleep 1
 kill -s TERM "$pid"

@@ -40,7 +40,7 @@ cat >"$work/flow.json" <<JSON
 JSON
 
 start_eddy() {
-    "$eddy" run "$work/flow.json" --data "$work/data" --fsync always >>"$work/eddy.log" 2>&1 &
+    "$eddy" run "$work/flow.json" --port 0 --data "$work/data" --fsync always >>"$work/eddy.log" 2>&1 &
     eddy_pid=$!
     pids+=("$eddy_pid")
 }

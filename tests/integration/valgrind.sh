@@ -42,7 +42,7 @@ mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 broker=$!
 trap 'kill "$broker" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do listening "$port" && break; sleep 0.05; done
-MQTT_PORT=$port "${vg[@]}" "$eddy" run "$src/flows/glasshouse.json" --data "$work/data" >"$work/vg.log" 2>&1 &
+MQTT_PORT=$port "${vg[@]}" "$eddy" run "$src/flows/glasshouse.json" --port 0 --data "$work/data" >"$work/vg.log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do grep -q "connected to broker" "$work/vg.log" && break; sleep 0.05; done
 "$build_dir/examples/glasshouse-sim" --port "$port" --devices 5 --rate 20 --count 200 >/dev/null 2>&1
