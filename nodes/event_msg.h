@@ -1,6 +1,7 @@
 /* event_msg.h: what the event nodes (event-store, event-replay, event-subscribe) share,
- * private to them: the message made from a stored event, status texts, and reading
- * positions, times and expected versions from message properties. */
+ * private to them and to the IoT nodes (window and alert read event times with it): the
+ * message made from a stored event, status texts, and reading positions, times and
+ * expected versions from message properties. */
 #ifndef EDDY_EVENT_MSG_H
 #define EDDY_EVENT_MSG_H
 

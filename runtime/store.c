@@ -53,6 +53,7 @@
  *                 it sorts), position (u64)           value: empty
  *   meta     "format" -> one byte, the record format (1)
  *            "cp:" + name -> checkpoint: position (u64), version (i64)
+ *            "ns:" + owner, 0x00, key -> node state: the bytes a node type wrote
  *
  * A record (format 1):
  *
@@ -2581,6 +2582,126 @@ int eddy_store_checkpoint_set(eddy_store *st, const char *name, const eddy_store
         return eddy_err_set(err, EDDY_EIO, "event store: %s", why);
     }
     return EDDY_OK;
+}
+
+/* ---- node state ---- */
+
+/* "ns:" owner 0x00 key; 0 when 'owner' or 'key' is not acceptable. */
+static size_t state_key(uint8_t *buf, const char *owner, const char *key, size_t key_len)
+{
+    size_t n = owner ? strlen(owner) : 0;
+    if (n == 0 || n > EDDY_STORE_NAME_MAX || key_len > EDDY_STORE_STATE_KEY_MAX ||
+        (key_len && memchr(key, 0, key_len)))
+        return 0;
+    memcpy(buf, "ns:", 3);
+    memcpy(buf + 3, owner, n);
+    buf[3 + n] = 0;
+    if (key_len)
+        memcpy(buf + 4 + n, key, key_len);
+    return 4 + n + key_len;
+}
+
+#define STATE_KEY_BUF (4 + EDDY_STORE_NAME_MAX + EDDY_STORE_STATE_KEY_MAX)
+
+static int state_write(eddy_store *st, const char *owner, const char *key, size_t key_len,
+                       const void *value, size_t len, bool del, eddy_err *err)
+{
+    uint8_t kb[STATE_KEY_BUF];
+    MDB_val k = {state_key(kb, owner, key, key_len), kb};
+    if (k.mv_size == 0)
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "node state: owner must be 1..%d bytes and key at most %d bytes "
+                            "without NUL",
+                            EDDY_STORE_NAME_MAX, EDDY_STORE_STATE_KEY_MAX);
+    if (!del && len > st->opts.max_body)
+        return eddy_err_set(err, EDDY_EINVAL, "node state of '%s' is %zu bytes, over %zu", owner,
+                            len, st->opts.max_body);
+    int rc = group_begin(st, err);
+    if (rc != EDDY_OK)
+        return rc;
+    MDB_val v = {len, (void *)value};
+    rc = del ? mdb_del(st->wtxn, st->db_meta, &k, NULL) : mdb_put(st->wtxn, st->db_meta, &k, &v, 0);
+    if (rc == MDB_NOTFOUND && del)
+        return EDDY_OK;
+    if (rc) {
+        char why[EDDY_ERR_MSG_MAX];
+        snprintf(why, sizeof(why), "writing node state of '%s': %s", owner, mdb_strerror(rc));
+        group_lose(st, why);
+        return eddy_err_set(err, EDDY_EIO, "event store: %s", why);
+    }
+    return EDDY_OK;
+}
+
+int eddy_store_state_put(eddy_store *st, const char *owner, const char *key, size_t key_len,
+                         const void *value, size_t len, eddy_err *err)
+{
+    return state_write(st, owner, key, key_len, value, len, false, err);
+}
+
+int eddy_store_state_del(eddy_store *st, const char *owner, const char *key, size_t key_len,
+                         eddy_err *err)
+{
+    return state_write(st, owner, key, key_len, NULL, 0, true, err);
+}
+
+/* Walks the records of 'owner' in 'txn'; with 'del' deletes each (a write transaction). */
+static int state_walk(eddy_store *st, MDB_txn *txn, const char *owner, bool del,
+                      eddy_store_state_fn fn, void *data, eddy_err *err)
+{
+    uint8_t kb[STATE_KEY_BUF];
+    size_t plen = state_key(kb, owner, "", 0);
+    if (plen == 0)
+        return eddy_err_set(err, EDDY_EINVAL, "node state: owner must be 1..%d bytes",
+                            EDDY_STORE_NAME_MAX);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->db_meta, &cur);
+    if (rc)
+        return mdb_fail(err, rc, "reading node state");
+    MDB_val k = {plen, kb}, v;
+    int g = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    int out = EDDY_OK;
+    while (g == 0 && k.mv_size >= plen && memcmp(k.mv_data, kb, plen) == 0) {
+        if (del) {
+            if ((g = mdb_cursor_del(cur, 0)) != 0)
+                break;
+            k = (MDB_val){plen, kb}; /* seek again: the simplest position after a delete */
+            g = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            continue;
+        }
+        out = fn((const char *)k.mv_data + plen, k.mv_size - plen, v.mv_data, v.mv_size, data);
+        if (out != 0)
+            break;
+        g = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (g != 0 && g != MDB_NOTFOUND)
+        return mdb_fail(err, g, del ? "deleting node state" : "reading node state");
+    return out;
+}
+
+int eddy_store_state_clear(eddy_store *st, const char *owner, eddy_err *err)
+{
+    int rc = group_begin(st, err);
+    if (rc != EDDY_OK)
+        return rc;
+    rc = state_walk(st, st->wtxn, owner, true, NULL, NULL, err);
+    if (rc == EDDY_EIO)
+        group_lose(st, err && err->code ? err->msg : "deleting node state failed");
+    return rc;
+}
+
+int eddy_store_state_scan(eddy_store *st, const char *owner, eddy_store_state_fn fn, void *data,
+                          eddy_err *err)
+{
+    MDB_txn *txn;
+    bool own = false;
+    int rc = read_txn(st, &txn, &own, err);
+    if (rc != EDDY_OK)
+        return rc;
+    rc = state_walk(st, txn, owner, false, fn, data, err);
+    if (own)
+        mdb_txn_abort(txn);
+    return rc;
 }
 
 /* ---- times ---- */

@@ -302,6 +302,42 @@ int eddy_store_checkpoint_get(eddy_store *st, const char *name, eddy_store_check
 int eddy_store_checkpoint_set(eddy_store *st, const char *name, const eddy_store_checkpoint *cp,
                               eddy_err *err);
 
+/* ---- node state: small records node types keep beside the log ----
+ *
+ * A node type whose state must survive a restart (window's half-built windows, alert's
+ * active alerts) keeps it as records named by an 'owner' (the node id, 1..
+ * EDDY_STORE_NAME_MAX bytes) and a 'key' (0..EDDY_STORE_STATE_KEY_MAX bytes, any bytes
+ * but NUL). A write joins the open group like an append (one is started if none) and is
+ * durable with that group's commit, so state and the events appended in the same loop
+ * iteration commit together or not at all, and acknowledgements that wait for the commit
+ * (eddy_store_when_committed, the loop's flush hooks) follow the state too. When a group is
+ * lost (EDDY_EIO) its state writes are lost with it. */
+
+#define EDDY_STORE_STATE_KEY_MAX 240 /* bytes of a node state key */
+
+/* Writes record ('owner', 'key') = 'value' ('len' bytes, at most the store's max_body; the
+ * nodes use JSON text), replacing what was there. EDDY_EINVAL for a bad owner or key, a
+ * value too long or a read-only store; EDDY_EIO (the open group is lost).
+ * Ownership: all borrowed for the call. */
+int eddy_store_state_put(eddy_store *st, const char *owner, const char *key, size_t key_len,
+                         const void *value, size_t len, eddy_err *err);
+/* Deletes record ('owner', 'key'); EDDY_OK when there was none. Errors as _put. */
+int eddy_store_state_del(eddy_store *st, const char *owner, const char *key, size_t key_len,
+                         eddy_err *err);
+/* Deletes every record of 'owner' (a node removed from the flow). Errors as _put. */
+int eddy_store_state_clear(eddy_store *st, const char *owner, eddy_err *err);
+
+/* Called for each record of an owner, in key order. 'key' and 'value' are borrowed from
+ * the store's map for the call only (copy what you keep); 'key' is not NUL-terminated.
+ * Return 0 to go on, anything else to stop the scan (it becomes the scan's result). */
+typedef int (*eddy_store_state_fn)(const char *key, size_t key_len, const void *value, size_t len,
+                                   void *data);
+/* Calls 'fn' for every record of 'owner', as committed plus what the open group wrote.
+ * Returns EDDY_OK, what 'fn' returned when it stopped, EDDY_EINVAL, EDDY_EIO. 'fn' must
+ * not write to the store. */
+int eddy_store_state_scan(eddy_store *st, const char *owner, eddy_store_state_fn fn, void *data,
+                          eddy_err *err);
+
 /* ---- times ---- */
 
 /* Parses an event time: integer milliseconds since the epoch ("1704067200000"), or an

@@ -8,10 +8,15 @@
 #include "harness.h"
 #include "log.h"
 #include "mem.h"
+#include "store.h"
 
 typedef struct run {
     const char *file, *case_name;
     char why[2048];
+    /* what a restart step needs to start the flow again */
+    const char *flow; /* the case's flow as text */
+    eddy_harness_opts opts;
+    char *data_dir; /* the case's data folder ("store": true); NULL = no store */
 } run;
 
 static int fail(run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -202,14 +207,97 @@ static int step_context(run *r, eddy_harness *h, const json_t *step)
     return 0;
 }
 
-static int run_steps(run *r, eddy_harness *h, const json_t *steps)
+static int state_entry(const char *key, size_t key_len, const void *value, size_t len, void *data)
+{
+    char k[EDDY_STORE_STATE_KEY_MAX + 1];
+    memcpy(k, key, key_len);
+    k[key_len] = '\0';
+    eddy_err err;
+    json_t *v = eddy_json_loadb(value, len, &err);
+    json_object_set_new(data, k, v ? v : json_stringn(value, len));
+    return 0;
+}
+
+/* {"node_state": OWNER, "keys": [...], "equals": {...}}: the owner's node state records in
+ * the case's store (committed or pending): exactly the keys listed, and each record a
+ * superset of the one in 'equals' (parsed as JSON). */
+static int step_node_state(run *r, const json_t *step)
+{
+    if (!r->opts.store)
+        return fail(r, "node_state step: the case has no store (\"store\": true)");
+    const char *owner = json_string_value(json_object_get(step, "node_state"));
+    json_t *got = json_object();
+    eddy_err err;
+    int rc = 0;
+    if (eddy_store_state_scan(r->opts.store, owner, state_entry, got, &err) != EDDY_OK)
+        rc = fail(r, "node_state: %s", err.msg);
+    const json_t *keys = json_object_get(step, "keys");
+    if (rc == 0 && keys) {
+        bool same = json_array_size(keys) == json_object_size(got);
+        size_t i;
+        json_t *k;
+        json_array_foreach(keys, i, k) same &= json_object_get(got, json_string_value(k)) != NULL;
+        if (!same) {
+            char *w = show(keys), *g = show(got);
+            rc = fail(r, "node state of %s: expected keys %s, got %s", owner, w, g);
+            eddy_free(w);
+            eddy_free(g);
+        }
+    }
+    const json_t *want = json_object_get(step, "equals");
+    char path[512] = "state";
+    if (rc == 0 && want && !subset(want, got, path, sizeof(path))) {
+        char *w = show(want), *g = show(got);
+        rc = fail(r, "node state of %s differs at %s:\n  expected %s\n  actual   %s", owner, path,
+                  w, g);
+        eddy_free(w);
+        eddy_free(g);
+    }
+    json_decref(got);
+    return rc;
+}
+
+/* {"restart": true, "downtime": MS}: stops the flow (its nodes close, the store commits
+ * and closes), reopens the store from its folder and starts the same flow on a fresh loop
+ * whose wall clock goes on where the old one stopped, plus 'downtime'. */
+static int step_restart(run *r, eddy_harness **h, const json_t *step)
+{
+    int64_t wall = eddy_loop_wall(eddy_harness_loop(*h)) +
+                   json_integer_value(json_object_get(step, "downtime"));
+    int leaked = eddy_harness_free(*h);
+    *h = NULL;
+    eddy_store_close(r->opts.store);
+    r->opts.store = NULL;
+    if (leaked)
+        return fail(r, "%d timer(s) still alive after the flow stopped", leaked);
+    eddy_err err;
+    if (r->data_dir && !(r->opts.store = eddy_store_open(r->data_dir, NULL, &err)))
+        return fail(r, "reopening the store: %s", err.msg);
+    r->opts.wall_start = wall;
+    eddy_problems problems = {0};
+    *h = eddy_harness_new(r->flow, &r->opts, &problems);
+    int rc = 0;
+    if (!*h) {
+        char line[1024] = "(no detail)";
+        if (problems.count)
+            eddy_err_format(&problems.items[0], line, sizeof(line));
+        rc = fail(r, "the flow did not start again: %s", line);
+    }
+    eddy_problems_clear(&problems);
+    return rc;
+}
+
+static int run_steps(run *r, eddy_harness **hp, const json_t *steps)
 {
     size_t i;
     json_t *step;
     json_array_foreach(steps, i, step)
     {
         int rc = 0;
-        if (json_object_get(step, "send")) {
+        eddy_harness *h = *hp;
+        if (json_object_get(step, "restart")) {
+            rc = step_restart(r, hp, step);
+        } else if (json_object_get(step, "send")) {
             const char *id = json_string_value(json_object_get(step, "send"));
             json_t *msg = json_deep_copy(json_object_get(step, "msg"));
             if (!msg)
@@ -223,15 +311,17 @@ static int run_steps(run *r, eddy_harness *h, const json_t *steps)
             rc = step_expect(r, h, step);
         } else if (json_object_get(step, "expect_events")) {
             rc = step_events(r, h, step);
+        } else if (json_object_get(step, "node_state")) {
+            rc = step_node_state(r, step);
         } else if (json_object_get(step, "context")) {
             rc = step_context(r, h, step);
         } else {
             rc = fail(r, "step %zu: unknown step", i + 1);
         }
         if (rc) {
-            char tmp[2048];
-            snprintf(tmp, sizeof(tmp), "step %zu: %s", i + 1, r->why);
-            snprintf(r->why, sizeof(r->why), "%s", tmp);
+            char tmp[sizeof(r->why)];
+            memcpy(tmp, r->why, sizeof(tmp));
+            snprintf(r->why, sizeof(r->why), "step %zu: %.2000s", i + 1, tmp);
             return rc;
         }
     }
@@ -241,14 +331,24 @@ static int run_steps(run *r, eddy_harness *h, const json_t *steps)
 static int run_case(run *r, const json_t *c)
 {
     char *flow = eddy_json_dumps(json_object_get(c, "flow"), 0);
-    eddy_harness_opts opts = {0};
-    opts.wall_start = json_integer_value(json_object_get(c, "wall"));
+    r->flow = flow;
+    r->opts.wall_start = json_integer_value(json_object_get(c, "wall"));
     eddy_problems problems = {0};
-    eddy_harness *h = eddy_harness_new(flow, &opts, &problems);
-    eddy_free(flow);
-    const char *load_error = json_string_value(json_object_get(c, "load_error"));
+    eddy_harness *h = NULL;
     int rc = 0;
-    if (load_error) {
+    eddy_err err;
+    if (json_is_true(json_object_get(c, "store"))) {
+        r->data_dir = eddy_test_tmpdir();
+        if (!r->data_dir || !(r->opts.store = eddy_store_open(r->data_dir, NULL, &err)))
+            rc = fail(r, "cannot open a store in a fresh folder: %s",
+                      r->data_dir ? err.msg : "no folder");
+    }
+    if (rc == 0)
+        h = eddy_harness_new(flow, &r->opts, &problems);
+    const char *load_error = json_string_value(json_object_get(c, "load_error"));
+    if (rc != 0) {
+        /* reported above */
+    } else if (load_error) {
         bool found = false;
         for (int i = 0; i < problems.count; i++)
             found |= strstr(problems.items[i].msg, load_error) != NULL &&
@@ -268,12 +368,17 @@ static int run_case(run *r, const json_t *c)
             eddy_err_format(&problems.items[0], line, sizeof(line));
         rc = fail(r, "the flow did not load: %s", line);
     } else {
-        rc = run_steps(r, h, json_object_get(c, "steps"));
+        rc = run_steps(r, &h, json_object_get(c, "steps"));
     }
     int leaked = eddy_harness_free(h);
     if (rc == 0 && leaked)
         rc = fail(r, "%d timer(s) still alive after the flow stopped", leaked);
+    eddy_store_close(r->opts.store);
+    r->opts.store = NULL;
+    eddy_test_rmdir(r->data_dir);
+    r->data_dir = NULL;
     eddy_problems_clear(&problems);
+    eddy_free(flow);
     return rc;
 }
 
@@ -315,7 +420,7 @@ int main(int argc, char **argv)
         const char *name = json_string_value(json_object_get(c, "name"));
         if (argc > 2 && (!name || strcmp(name, argv[2]) != 0))
             continue;
-        run r = {argv[1], name, ""};
+        run r = {.file = argv[1], .case_name = name};
         if (run_case(&r, c) == 0) {
             passed++;
             printf("ok   %s\n", name ? name : "(unnamed)");

@@ -700,6 +700,62 @@ static void test_checkpoints_persist(void)
     teardown();
 }
 
+/* Collects "key=value;" of an owner's records, in key order. */
+static int collect_state(const char *key, size_t key_len, const void *value, size_t len, void *data)
+{
+    char *out = data;
+    size_t n = strlen(out);
+    snprintf(out + n, 512 - n, "%.*s=%.*s;", (int)key_len, key, (int)len, (const char *)value);
+    return 0;
+}
+
+static void test_node_state(void)
+{
+    setup();
+    eddy_err err;
+    CHECK_OK(eddy_store_state_put(st, "n1", "b", 1, "{\"v\":2}", 7, &e_));
+    CHECK_OK(eddy_store_state_put(st, "n1", "a", 1, "1", 1, &e_));
+    CHECK_OK(eddy_store_state_put(st, "n1", "", 0, "empty", 5, &e_));
+    CHECK_OK(eddy_store_state_put(st, "n10", "a", 1, "other", 5, &e_)); /* a longer owner */
+    CHECK_OK(eddy_store_state_put(st, "n1", "a", 1, "3", 1, &e_));      /* replaces */
+    char got[512] = "";
+    CHECK_OK(eddy_store_state_scan(st, "n1", collect_state, got, &e_)); /* inside the group */
+    CHECK_STR_EQ(got, "=empty;a=3;b={\"v\":2};");
+    /* durable with the group's commit, across a reopen */
+    eddy_store_close(st);
+    st = open_store(NULL);
+    got[0] = 0;
+    CHECK_OK(eddy_store_state_scan(st, "n1", collect_state, got, &e_));
+    CHECK_STR_EQ(got, "=empty;a=3;b={\"v\":2};");
+    CHECK_OK(eddy_store_state_del(st, "n1", "a", 1, &e_));
+    CHECK_OK(eddy_store_state_del(st, "n1", "zz", 2, &e_)); /* none: fine */
+    CHECK_OK(eddy_store_commit(st, &e_));
+    got[0] = 0;
+    CHECK_OK(eddy_store_state_scan(st, "n1", collect_state, got, &e_));
+    CHECK_STR_EQ(got, "=empty;b={\"v\":2};");
+    CHECK_OK(eddy_store_state_clear(st, "n1", &e_));
+    CHECK_OK(eddy_store_commit(st, &e_));
+    got[0] = 0;
+    CHECK_OK(eddy_store_state_scan(st, "n1", collect_state, got, &e_));
+    CHECK_STR_EQ(got, "");
+    CHECK_OK(eddy_store_state_scan(st, "n10", collect_state, got, &e_)); /* untouched */
+    CHECK_STR_EQ(got, "a=other;");
+    /* bad names */
+    CHECK_INT_EQ(eddy_store_state_put(st, "", "a", 1, "1", 1, &err), EDDY_EINVAL);
+    char big[EDDY_STORE_STATE_KEY_MAX + 1];
+    memset(big, 'k', sizeof(big));
+    CHECK_INT_EQ(eddy_store_state_put(st, "n1", big, sizeof(big), "1", 1, &err), EDDY_EINVAL);
+    CHECK_INT_EQ(eddy_store_state_put(st, "n1", "a\0b", 3, "1", 1, &err), EDDY_EINVAL);
+    CHECK_OK(eddy_store_state_put(st, "n1", big, EDDY_STORE_STATE_KEY_MAX, "1", 1, &e_));
+    /* node state is not a checkpoint and not an event */
+    CHECK_OK(eddy_store_commit(st, &e_));
+    eddy_store_stats stats;
+    CHECK_OK(eddy_store_get_stats(st, &stats, &e_));
+    CHECK_INT_EQ(stats.checkpoints, 0);
+    CHECK_INT_EQ(stats.events, 0);
+    teardown();
+}
+
 static void test_reopen_continues_positions(void)
 {
     setup();
@@ -1025,6 +1081,7 @@ static const check_test tests[] = {
     {"full_group_commits_early", test_full_group_commits_early},
     {"sync_policies", test_sync_policies},
     {"checkpoints_persist", test_checkpoints_persist},
+    {"node_state", test_node_state},
     {"reopen_continues_positions", test_reopen_continues_positions},
     {"another_writer_in_between", test_another_writer_in_between},
     {"damaged_files_are_reported", test_damaged_files_are_reported},
