@@ -413,8 +413,8 @@ eddy_node *eddy_node_find(eddy_node *from, const char *id)
 int eddy_node_command(eddy_node *node, const char *name, const json_t *arg, eddy_err *err)
 {
     if (!node->type->command || node->closing)
-        return eddy_err_set(err, EDDY_EUNSUPPORTED, "node %s (%s) takes no command '%s'", node->fn->id,
-                            node->type->name, name);
+        return eddy_err_set(err, EDDY_EUNSUPPORTED, "node %s (%s) takes no command '%s'",
+                            node->fn->id, node->type->name, name);
     return node->type->command(node, node->state, name, arg, err);
 }
 

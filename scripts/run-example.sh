@@ -46,6 +46,7 @@ if [ "$SIM" != 0 ]; then
     echo "run: simulating $DEVICES glasshouse device(s) at $RATE reading(s)/s (log: $logs/simulator.log)"
 fi
 
+echo "run: the editor will be on http://127.0.0.1:$PORT/ (flows deployed there are kept in $DATA/flows.json)"
 # Not exec: the trap must stop the broker and the simulator when eddy exits.
 "$build/eddy" run "$FLOW" --data "$DATA" --port "$PORT" &
 eddy_pid=$!
