@@ -36,7 +36,7 @@ typedef struct eddy_catalogue_def {
     size_t len;
 } eddy_catalogue_def;
 
-/* Every nodes/*.html, in file-name order, ended by an entry with stem NULL. Generated at
+/* Every nodes/<stem>.html, in file-name order, ended by an entry with stem NULL. Generated at
  * build time (cmake/embed_defs.cmake). */
 extern const eddy_catalogue_def eddy_catalogue_natives[];
 
