@@ -6,7 +6,7 @@ FLOW ?= flows/glasshouse.json
 DATA ?= eddy-data
 PORT ?= 1880
 
-.PHONY: all deps build build-asan run test test-release test-asan bench format format-check clean
+.PHONY: all deps build build-asan run test test-release test-asan test-browser bench format format-check clean
 
 all: build
 
@@ -34,6 +34,10 @@ test-release: build
 test-asan: build-asan
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j $(JOBS)
+
+# Only the browser tests (the editor through chromium), on the release build.
+test-browser: build
+	cd build && ctest --output-on-failure -L browser
 
 bench: build
 	bash bench/run.sh

@@ -2,7 +2,9 @@
  *   public/   the editor client's static files, index.html, FILE.gz beside compressible files
  *   locales/  the editor's message catalogues (locales/<lang>/<namespace>.json)
  *   nodes/    @node-red/nodes (core/, locales/, icons/): inject's and debug's definitions
- *   theme/    eddy's theme assets and theme.json (the `GET theme` answer) */
+ *   theme/    eddy's theme assets and theme.json (the `GET theme` answer); its paths
+ *             (theme/favicon.png, theme/eddy.svg) are URLs under the editor root, so theme/
+ *             is served at "theme/" and public/ at the root */
 #ifndef EDDY_WEBDIR_H
 #define EDDY_WEBDIR_H
 
