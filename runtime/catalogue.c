@@ -19,13 +19,16 @@
 #define LUA_MODULE   "eddy-lua"
 #define EXTRA_MODULE "eddy-extra" /* types neither native nor Lua (test helpers) */
 
-/* Node-RED's core files for the two types served from @node-red/nodes. */
+/* Node-RED's core files served from @node-red/nodes: inject and debug, and "unknown", the
+ * editor-only type the editor draws nodes of missing types with (it has no runtime). */
 static const struct nr_core {
     const char *type;
     const char *file; /* under nodes/core/ and nodes/locales/en-US/ */
+    bool editor_only; /* no registry type: served whenever the files are there */
 } nr_core[] = {
-    {"inject", "common/20-inject.html"},
-    {"debug", "common/21-debug.html"},
+    {"inject", "common/20-inject.html", false},
+    {"debug", "common/21-debug.html", false},
+    {"unknown", "common/98-unknown.html", true},
 };
 
 const eddy_catalogue_def *eddy_catalogue_native(const char *stem)
@@ -178,8 +181,9 @@ static void id_part(char *out, size_t size, const char *name)
 static bool build(const eddy_registry *reg, const char *web_dir, cat_list *l)
 {
     int n = eddy_registry_count(reg);
+    int cores = (int)(sizeof(nr_core) / sizeof(nr_core[0]));
     l->count = 0;
-    l->sets = eddy_calloc((size_t)n + 1, sizeof(*l->sets));
+    l->sets = eddy_calloc((size_t)(n + cores) + 1, sizeof(*l->sets));
     if (!l->sets)
         return false;
     bool missing_core = false;
@@ -220,6 +224,13 @@ static bool build(const eddy_registry *reg, const char *web_dir, cat_list *l)
         }
         l->sets[l->count++] = s;
     }
+    for (int c = 0; c < cores; c++) {
+        if (!nr_core[c].editor_only || !nr_core_present(web_dir, c))
+            continue;
+        cat_set s = {.kind = SET_NR_CORE, .module = NR_MODULE, .name = nr_core[c].type, .core = c};
+        snprintf(s.id, sizeof(s.id), "%s/%s", NR_MODULE, s.name);
+        l->sets[l->count++] = s;
+    }
     if (missing_core)
         warn_missing_core(web_dir);
     return true;
@@ -238,8 +249,8 @@ json_t *eddy_catalogue_sets(const eddy_registry *reg, const char *web_dir)
             break;
         json_t *set =
             json_pack("{s:s,s:s,s:[s],s:b,s:b,s:b,s:s,s:s}", "id", s->id, "name", s->name, "types",
-                      s->type->name, "enabled", 1, "local", 0, "user", 0, "module", s->module,
-                      "version", s->kind == SET_NR_CORE ? nrv : EDDY_VERSION);
+                      s->type ? s->type->name : s->name, "enabled", 1, "local", 0, "user", 0,
+                      "module", s->module, "version", s->kind == SET_NR_CORE ? nrv : EDDY_VERSION);
         if (!set || json_array_append_new(out, set) != 0) {
             json_decref(out);
             out = NULL;

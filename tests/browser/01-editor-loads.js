@@ -17,7 +17,7 @@ const FLOWS = [
 
 // Types every target serves; eddy also serves its Lua types from nodes/lua.
 const TYPES = ['inject', 'debug', 'change', 'switch', 'mqtt in', 'mqtt out'];
-const EDDY_TYPES = ['dew-point'];
+const EDDY_TYPES = ['dew point'];
 
 r.runCases([
     ['loads without errors, branded eddy, with the palette', (browser) => r.withRuntime({ flows: FLOWS }, async (rt) => {
@@ -54,7 +54,7 @@ r.runCases([
     ['the Lua type opens its edit dialog', (browser) => r.target !== 'eddy' ? r.skip('Lua types are eddy\'s')
         : r.withRuntime({ flows: FLOWS }, async (rt) => {
         const page = await r.openEditor(browser, rt);
-        const id = await ed.dragFromPalette(page, 'dew-point', 300, 250);
+        const id = await ed.dragFromPalette(page, 'dew point', 300, 250);
         await page.locator(`${ed.nodeSel(id)} .red-ui-flow-node`).dblclick();
         const tray = page.locator('.red-ui-tray').last();
         await tray.waitFor({ state: 'visible' });

@@ -80,15 +80,6 @@ function httpGet(url, headers = {}) {
 const ADMIN = { username: 'admin', password: 'eddy-secret-1',
     hash: '$2b$08$8h3w4wPTYZXWtGJglyeR2.3bGeX/umD1s/6ikjXXmhEApp2yGH1.2' };
 
-// Until eddy's editor server lands, an eddy whose `eddy run --help` does not offer --listen
-// has none: every case skips (exit 77) instead of failing. EDDY_BROWSER_REQUIRE=1 makes it
-// fail. Remove this gate once the admin server is merged.
-function eddyHasEditor() {
-    const { spawnSync } = require('child_process');
-    const help = spawnSync(process.env.EDDY_BIN, ['run', '--help'], { encoding: 'utf8' });
-    return /--listen/.test((help.stdout || '') + (help.stderr || ''));
-}
-
 // Starts the runtime under test. opts.flows: the flow array it starts with; opts.auth: true
 // to require the admin login (user ADMIN). Returns {url, port, dir, log(), stop()}.
 async function startRuntime(opts = {}) {
@@ -103,10 +94,6 @@ async function startRuntime(opts = {}) {
     if (target === 'eddy') {
         cmd = process.env.EDDY_BIN;
         if (!cmd) throw new Error('EDDY_BIN is not set (the eddy binary)');
-        if (process.env.EDDY_BROWSER_REQUIRE !== '1' && !eddyHasEditor()) {
-            fs.rmSync(dir, { recursive: true, force: true });
-            throw new Skip('this eddy has no editor server yet (no --listen in `eddy run --help`)');
-        }
         const data = path.join(dir, 'data');
         args = ['run', flowFile, '--port', String(port), '--data', data];
         if (auth) {
