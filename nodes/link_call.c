@@ -10,7 +10,7 @@
 
 struct link_call_state {
     const json_t *links;   /* [id of the link in node] for linkType "static" */
-    const char *link_type; /* "static" or "dynamic" (msg.target names the link in) */
+    const char *link_type; /* "static" or "dynamic" (msg.target: the link in's id) */
     double timeout;        /* seconds; 0 = no timeout */
     json_t *pending;       /* event id -> the call's message copy (for the timeout error) */
     long next_event;
@@ -20,7 +20,7 @@ static const eddy_prop link_call_props[] = {
     {"links", EDDY_PROP_JSON, "[]", false, offsetof(struct link_call_state, links),
      "the link in node to call (static)", NULL},
     {"linkType", EDDY_PROP_STR, "\"static\"", false, offsetof(struct link_call_state, link_type),
-     "static, or dynamic (msg.target names the link in node by id or name)", "|static|dynamic|"},
+     "static, or dynamic (msg.target is the id of the link in node)", "|static|dynamic|"},
     {"timeout", EDDY_PROP_NUM, "30", false, offsetof(struct link_call_state, timeout),
      "seconds to wait for the return", NULL},
     {0}};
@@ -62,7 +62,7 @@ static int64_t call_timed_out(eddy_node *node, void *state, void *data)
     return EDDY_TIMER_STOP;
 }
 
-/* The link in to call: static by id, dynamic by msg.target (an id or a node name). */
+/* The link in to call: static by id, dynamic by the id in msg.target. */
 static eddy_node *call_target(eddy_node *node, struct link_call_state *s, json_t *msg)
 {
     if (strcmp(s->link_type, "static") == 0)
