@@ -270,6 +270,182 @@ static void remove_fields(lua_State *L, const char *table, const char *const *na
     lua_pop(L, 1);
 }
 
+/* ---- string patterns ----
+ *
+ * Lua's matcher (string.find, match, gmatch, gsub) backtracks inside one C call, where the
+ * count hook never fires: ("a"):rep(1e5):find(("a*"):rep(30) .. "b") would run for
+ * ages. Each call is therefore charged, before it runs, a bound on the matcher's steps
+ * (one step: an attempt to match one pattern item at one subject position), at
+ * EDDY_LUA_PATTERN_STEPS steps per instruction; when the bound does not fit in what is
+ * left of the call's budget the call is refused with an error and nothing is matched.
+ *
+ * The bound, for a subject of n bytes, follows how the matcher works. Per start position,
+ * reading the pattern's items from the left with the cost so far as A + M * (cost of the
+ * rest): a plain item (a character, '.', %x, a set, a capture bracket, %f, '$') adds M;
+ * an item with '*', '+' or '-' tries up to n + 1 lengths, each followed by the rest
+ * (A += M (n + 1), M *= n + 1); '?' tries two (A += M, M *= 2); %bxy and back references
+ * scan up to n bytes (A += M n). The total is the number of start positions (1 when
+ * anchored with '^', else n + 1) times A + M. One refinement keeps common patterns
+ * linear: when the only repeated item is the pattern's last ("%s+", "[^,]+", "^%d*"), a
+ * match can only fail before that item, and every byte it takes ends a match, so the
+ * total is (n + 1) (A + 2) + n. The bound is loose for patterns whose items cannot match
+ * the same bytes ("(%w+)=(%w+)" is cubic by it, quadratic in fact); raise the node's
+ * budget for those on long texts. */
+
+#define PATTERN_STEP_SATURATED 1e300
+
+/* The end of the set starting at p ('['), or 'end' when it is not closed. */
+static const char *pattern_set_end(const char *p, const char *end)
+{
+    p++;
+    if (p < end && *p == '^')
+        p++;
+    do { /* the first ']' is a member */
+        if (p >= end)
+            return end;
+        if (*p == '%' && p + 1 < end)
+            p++;
+        p++;
+    } while (p < end && *p != ']');
+    return p < end ? p + 1 : end;
+}
+
+static double pattern_bound(const char *p, size_t plen, size_t subject, bool anchor_ok)
+{
+    const char *end = p + plen;
+    double n = (double)subject, a = 0, m = 1;
+    double starts = n + 1;
+    if (anchor_ok && p < end && *p == '^') {
+        starts = 1;
+        p++;
+    }
+    int repeated = 0;      /* items that multiply */
+    bool last_rep = false; /* the last item was '*', '+' or '-' */
+    double a_before_last = 0;
+    while (p < end) {
+        last_rep = false;
+        const char *item_end;
+        switch (*p) {
+        case '(':
+            p += (p + 1 < end && p[1] == ')') ? 2 : 1;
+            a += m;
+            continue;
+        case ')':
+            p++;
+            a += m;
+            continue;
+        case '$':
+            if (p + 1 == end) {
+                p++;
+                a += m;
+                continue;
+            }
+            item_end = p + 1;
+            break;
+        case '%':
+            if (p + 1 >= end)
+                return a + m; /* malformed: Lua's matcher raises at once */
+            if (p[1] == 'b') {
+                p += 4;
+                a += m * n;
+                repeated++;
+                continue;
+            }
+            if (p[1] == 'f') {
+                p += 2;
+                p = p < end && *p == '[' ? pattern_set_end(p, end) : end;
+                a += m;
+                continue;
+            }
+            if (p[1] >= '0' && p[1] <= '9') {
+                p += 2;
+                a += m * n;
+                repeated++;
+                continue;
+            }
+            item_end = p + 2;
+            break;
+        case '[':
+            item_end = pattern_set_end(p, end);
+            break;
+        default:
+            item_end = p + 1;
+            break;
+        }
+        p = item_end;
+        char q = p < end ? *p : '\0';
+        if (q == '*' || q == '+' || q == '-') {
+            p++;
+            a_before_last = a;
+            a += m * (n + 1);
+            m *= n + 1;
+            repeated++;
+            last_rep = true;
+        } else if (q == '?') {
+            p++;
+            a += m;
+            m *= 2;
+            repeated++;
+        } else {
+            a += m;
+        }
+        if (a > PATTERN_STEP_SATURATED || m > PATTERN_STEP_SATURATED)
+            return PATTERN_STEP_SATURATED;
+    }
+    if (repeated == 1 && last_rep)
+        return starts * (a_before_last + 2) + n;
+    return starts * (a + m);
+}
+
+/* string.find, match, gmatch, gsub with the bound charged first (upvalue 1: Lua's
+ * function; upvalue 2: its name; upvalue 3: true where '^' anchors). */
+static int host_pattern(lua_State *L)
+{
+    size_t n, plen;
+    luaL_checklstring(L, 1, &n);
+    const char *p = luaL_checklstring(L, 2, &plen);
+    const char *name = lua_tostring(L, lua_upvalueindex(2));
+    bool plain = strcmp(name, "find") == 0 && lua_toboolean(L, 4);
+    double steps;
+    bool specials = false; /* as Lua decides to search with memchr/memcmp */
+    for (size_t i = 0; i < plen && !specials; i++)
+        specials = strchr("^$*+?.([%-", p[i]) != NULL && p[i] != '\0';
+    if (plain || !specials)
+        steps = ((double)n + 1) * ((double)plen + 1);
+    else
+        steps = pattern_bound(p, plen, n, lua_toboolean(L, lua_upvalueindex(3)));
+    double cost = steps / EDDY_LUA_PATTERN_STEPS + (double)plen / 8 + 1;
+    eddy_lua *h = host_of(L);
+    double left = (double)(h->limits.instructions - h->used);
+    if (cost > left) {
+        char text[400]; /* lua_pushfstring knows no %g or %zu */
+        snprintf(text, sizeof(text),
+                 "string.%s: this pattern may need up to %.3g matching steps on %zu bytes of "
+                 "text, more than the call's instruction budget has left (%.0f instructions, "
+                 "%d steps each); simplify the pattern, shorten the text or raise the node's "
+                 "instruction limit",
+                 name, steps, n, left > 0 ? left : 0, EDDY_LUA_PATTERN_STEPS);
+        return luaL_error(L, "%s", text);
+    }
+    eddy_lua_charge(L, (int64_t)cost);
+    int args = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, args, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static void wrap_pattern(lua_State *L, const char *name, bool anchors)
+{
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_getfield(L, -1, name);
+    lua_pushstring(L, name);
+    lua_pushboolean(L, anchors);
+    lua_pushcclosure(L, host_pattern, 3);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
+}
+
 /* ---- the json library ---- */
 
 static int json_lib_array(lua_State *L)
@@ -378,6 +554,10 @@ static int host_open(lua_State *L)
     wrap_field(L, LUA_GNAME, "setmetatable", host_setmetatable);
     lua_pushcfunction(L, host_xpcall);
     lua_setglobal(L, "xpcall");
+    wrap_pattern(L, "find", true);
+    wrap_pattern(L, "match", true);
+    wrap_pattern(L, "gmatch", false);
+    wrap_pattern(L, "gsub", true);
     wrap_field(L, LUA_COLIBNAME, "create", host_coroutine_new);
     wrap_field(L, LUA_COLIBNAME, "wrap", host_coroutine_new);
     lua_pushcfunction(L, host_print);
@@ -574,14 +754,11 @@ static void push_json(lua_State *L, const json_t *v, int depth)
         if (depth >= EDDY_LUA_MAX_DEPTH)
             luaL_error(L, "JSON value nested deeper than %d levels", EDDY_LUA_MAX_DEPTH);
         luaL_checkstack(L, 3, "JSON value too deep");
-        lua_createtable(L, 0, (int)json_object_size(v));
-        const char *key;
-        size_t klen;
-        json_t *item;
-        json_object_keylen_foreach((json_t *)v, key, klen, item)
-        {
-            lua_pushlstring(L, key, klen);
-            push_json(L, item, depth + 1);
+        json_t *o = (json_t *)v; /* jansson's iterators take non-const objects */
+        lua_createtable(L, 0, (int)json_object_size(o));
+        for (void *it = json_object_iter(o); it; it = json_object_iter_next(o, it)) {
+            lua_pushlstring(L, json_object_iter_key(it), json_object_iter_key_len(it));
+            push_json(L, json_object_iter_value(it), depth + 1);
             lua_rawset(L, -3);
         }
         return;

@@ -50,6 +50,7 @@
 #define EDDY_LUA_MAX_DEPTH            100         /* nesting of tables/objects converted */
 #define EDDY_LUA_VALUE_COST           10          /* budget charged per value converted to JSON */
 #define EDDY_LUA_REFUSAL_COST         100000      /* budget charged per allocation refused */
+#define EDDY_LUA_PATTERN_STEPS        16 /* string pattern matching steps per instruction */
 
 typedef struct eddy_lua eddy_lua;
 

@@ -552,6 +552,49 @@ static void test_memory_bombs_are_stopped(void)
     CHECK_INT_EQ(eddy_mem_in_use(), before);
 }
 
+static void test_pattern_bombs_are_stopped(void)
+{
+    eddy_lua *h = host(0, 0);
+    /* each bomb is refused before matching, with an error a script (and catch) sees */
+    static const char *const bombs[] = {
+        "return string.rep('a', 1e5):find(string.rep('a*', 30) .. 'b')",
+        "return ('a'):rep(1e5):find('a*b')",
+        "return ('a'):rep(5000):match(('.-'):rep(10) .. 'x')",
+        "return (('a'):rep(1e5):gsub('a-a-a-b', ''))",
+        "for w in ('a'):rep(1e4):gmatch('a*a*b') do end",
+        "return ('a'):rep(1e5):find('(a*)%1b')",
+        "return ('('):rep(1e4):find(('%b()'):rep(5) .. 'x')",
+    };
+    for (size_t i = 0; i < sizeof(bombs) / sizeof(bombs[0]); i++) {
+        expect_run_error(h, bombs[i], EDDY_ESCRIPT, "matching steps on");
+        /* the state keeps working */
+        expect_result(h, "return ('glasshouse/12/climate'):match('^glasshouse/(%d+)/')", NULL,
+                      "\"12\"");
+    }
+    expect_run_error(h, "return ('a'):rep(1e5):find('a*b')", EDDY_ESCRIPT,
+                     "string.find: this pattern may need up to 3e+10 matching steps");
+    /* pcall sees it as an error; nothing ran long */
+    expect_result(h,
+                  "local ok, e = pcall(string.find, ('a'):rep(1e5), 'a*b'); "
+                  "return {ok, e:find('instruction budget', 1, true) ~= nil}",
+                  NULL, "[false,true]");
+    /* common patterns on long texts stay cheap: one repeated item at the end is linear */
+    expect_result(h, "local s = (' a'):rep(50000); return #(s:gsub('%s+', ''))", NULL, "50000");
+    expect_result(h,
+                  "local n = 0; for w in ('ab,'):rep(10000):gmatch('[^,]+') do n = n + 1 end; "
+                  "return n",
+                  NULL, "10000");
+    expect_result(h, "return {('k=v'):match('(%w+)=(%w+)')}", NULL, "[\"k\",\"v\"]");
+    expect_result(h, "return ('a.b'):find('.', 1, true)", NULL, "2");
+    /* a smaller budget refuses sooner; charging counts against the budget */
+    eddy_lua *small = host(0, 20000);
+    expect_run_error(small, "return ('a'):rep(2000):find('a*b')", EDDY_ESCRIPT, "matching steps");
+    expect_run_error(small, "for i = 1, 1000 do ('a'):rep(1000):find('%a+') end", EDDY_ESCRIPT,
+                     "instruction budget has left (");
+    eddy_lua_free(small);
+    eddy_lua_free(h);
+}
+
 static void test_finalizers_are_refused(void)
 {
     eddy_lua *h = host(0, 100000);
@@ -616,6 +659,7 @@ static const check_test tests[] = {
     {"coroutines_cannot_reset_the_budget", test_coroutines_cannot_reset_the_budget},
     {"conversion_counts_against_the_budget", test_conversion_counts_against_the_budget},
     {"memory_bombs_are_stopped", test_memory_bombs_are_stopped},
+    {"pattern_bombs_are_stopped", test_pattern_bombs_are_stopped},
     {"finalizers_are_refused", test_finalizers_are_refused},
     {"syntax_errors_name_the_line", test_syntax_errors_name_the_line},
     {"allocation_failures_leak_nothing", test_allocation_failures_leak_nothing},
