@@ -588,10 +588,8 @@ static void rearm_each(void *record, void *data)
 
 static void free_pending(void *record, void *data)
 {
-    pending *p = record;
-    if (p->timer)
-        eddy_node_timer_stop(p->st->node, p->timer);
-    pending_free(p);
+    /* the engine stopped the node's timers before close (node.h, invariant 3) */
+    pending_free(record);
 }
 
 static void free_known(void *record, void *data)
