@@ -6,20 +6,26 @@
 
 #include "mem.h"
 
-#define EDDY_NODE(stem) extern const eddy_node_type eddy_node_##stem;
+#define EDDY_NODE(stem)          extern const eddy_node_type eddy_node_##stem;
+#define EDDY_NODE_SYM(stem, sym) extern const eddy_node_type eddy_node_##sym;
 #include "nodes.def"
 #undef EDDY_NODE
+#undef EDDY_NODE_SYM
 
 const eddy_node_type *const eddy_native_node_types[] = {
-#define EDDY_NODE(stem) &eddy_node_##stem,
+#define EDDY_NODE(stem)          &eddy_node_##stem,
+#define EDDY_NODE_SYM(stem, sym) &eddy_node_##sym,
 #include "nodes.def"
 #undef EDDY_NODE
+#undef EDDY_NODE_SYM
     NULL};
 
 const char *const eddy_native_node_stems[] = {
-#define EDDY_NODE(stem) #stem,
+#define EDDY_NODE(stem)          #stem,
+#define EDDY_NODE_SYM(stem, sym) #stem,
 #include "nodes.def"
 #undef EDDY_NODE
+#undef EDDY_NODE_SYM
     NULL};
 
 struct eddy_registry {

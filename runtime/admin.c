@@ -20,6 +20,7 @@
 #include "log.h"
 #include "mem.h"
 #include "msg.h"
+#include "readmodel.h"
 
 #define DEFAULT_DEBUG_MAX_LENGTH 1000
 #define DEFAULT_DEBUG_RATE       100    /* debug messages per second per node */
@@ -1067,6 +1068,39 @@ static int get_context(eddy_http_req *req, void *data)
     return EDDY_HTTP_DONE;
 }
 
+/* ---- read models (runtime/readmodel.h) ---- */
+
+/* GET /api/state/<model>[/<key>]: the key is the rest of the path, percent-decoded. */
+static int get_state(eddy_http_req *req, void *data)
+{
+    const char *rest = eddy_http_req_rest(req);
+    size_t mlen = strcspn(rest, "/");
+    char model[256], key[1024];
+    snprintf(model, sizeof(model), "%.*s", (int)(mlen < 255 ? mlen : 255), rest);
+    size_t klen = 0;
+    bool has_key = rest[mlen] == '/' && rest[mlen + 1];
+    for (const char *p = rest + mlen + 1; has_key && *p && klen < sizeof(key) - 1; p++) {
+        unsigned hex;
+        if (p[0] == '%' && p[1] && p[2] && sscanf(p + 1, "%2x", &hex) == 1 && hex) {
+            key[klen++] = (char)hex;
+            p += 2;
+        } else {
+            key[klen++] = *p;
+        }
+    }
+    key[klen] = '\0';
+    eddy_err err;
+    eddy_err_clear(&err);
+    json_t *out = eddy_readmodel_query(model, has_key ? key : NULL, klen, &err);
+    if (out)
+        eddy_http_reply_json(req, 200, out);
+    else if (err.code == EDDY_ENOTFOUND)
+        eddy_http_reply_error(req, 404, "not_found", "%s", err.msg);
+    else
+        eddy_http_reply_error(req, 500, "server_error", "%s", err.msg);
+    return EDDY_HTTP_DONE;
+}
+
 /* ---- loading the editor ---- */
 
 static int reply_file(eddy_http_req *req, const char *dir, const char *name, const char *type,
@@ -1384,6 +1418,7 @@ static const route routes[] = {{"GET", "", EDDY_HTTP_PUBLIC, get_index},
                                {"GET", "credentials/*", 0, get_credentials},
                                {"GET", "context/*", 0, get_context},
                                {"GET", "library/*", 0, get_empty_list},
+                               {"GET", "api/state/*", 0, get_state},
                                {NULL, NULL, 0, NULL}};
 
 static int add_routes(eddy_admin *a)

@@ -2704,6 +2704,33 @@ int eddy_store_state_scan(eddy_store *st, const char *owner, eddy_store_state_fn
     return rc;
 }
 
+int eddy_store_state_get(eddy_store *st, const char *owner, const char *key, size_t key_len,
+                         eddy_store_state_fn fn, void *data, eddy_err *err)
+{
+    uint8_t kb[STATE_KEY_BUF];
+    MDB_val k = {state_key(kb, owner, key, key_len), kb}, v;
+    if (k.mv_size == 0)
+        return eddy_err_set(err, EDDY_EINVAL,
+                            "node state: owner must be 1..%d bytes and key at most %d bytes "
+                            "without NUL",
+                            EDDY_STORE_NAME_MAX, EDDY_STORE_STATE_KEY_MAX);
+    MDB_txn *txn;
+    bool own = false;
+    int rc = read_txn(st, &txn, &own, err);
+    if (rc != EDDY_OK)
+        return rc;
+    int g = mdb_get(txn, st->db_meta, &k, &v);
+    if (g == 0)
+        rc = fn(key, key_len, v.mv_data, v.mv_size, data);
+    else if (g == MDB_NOTFOUND)
+        rc = EDDY_ENOTFOUND;
+    else
+        rc = mdb_fail(err, g, "reading node state");
+    if (own)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
 /* ---- times ---- */
 
 static bool parse_digits(const char **p, int n, int *out)

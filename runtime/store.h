@@ -332,6 +332,11 @@ int eddy_store_state_clear(eddy_store *st, const char *owner, eddy_err *err);
  * Return 0 to go on, anything else to stop the scan (it becomes the scan's result). */
 typedef int (*eddy_store_state_fn)(const char *key, size_t key_len, const void *value, size_t len,
                                    void *data);
+/* Calls 'fn' once with record ('owner', 'key'), as committed plus what the open group
+ * wrote (borrowed as above). Returns what 'fn' returned, EDDY_ENOTFOUND when there is no
+ * such record, EDDY_EINVAL, EDDY_EIO. 'fn' must not write to the store. */
+int eddy_store_state_get(eddy_store *st, const char *owner, const char *key, size_t key_len,
+                         eddy_store_state_fn fn, void *data, eddy_err *err);
 /* Calls 'fn' for every record of 'owner', as committed plus what the open group wrote.
  * Returns EDDY_OK, what 'fn' returned when it stopped, EDDY_EINVAL, EDDY_EIO. 'fn' must
  * not write to the store. */
