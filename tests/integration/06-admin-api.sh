@@ -303,6 +303,13 @@ expect_jq "invalid flow: GET flows unchanged" "$body" '[.flows[].id] == ["t1","t
 deploy "@$work/big.json"
 expect_status "a body over 5 MiB: 413" 413
 expect_eq "after 413: the rev is unchanged" "$(current_rev)" "$rev_before"
+# a chunked body (no Content-Length): libwebsockets does not decode chunked request bodies,
+# so eddy must refuse it (411) rather than run the handler on an empty body
+deploy "{\"flows\":$flows_nocred}" full -H 'Transfer-Encoding: chunked'
+expect_status "a chunked deploy body: 411" 411
+expect_jq "a chunked body: code length_required" "$body" '.code == "length_required"'
+req POST settings/user -H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' --data-binary '{"view":{}}'
+expect_status "a chunked settings/user body: 411" 411
 n_deploys=$(deploy_count)
 
 # the flow still runs: inject -> lua -> debug, on the console and on /comms
