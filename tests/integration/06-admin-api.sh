@@ -83,7 +83,7 @@ req() {
     shift 2
     status=$(curl -s -o "$work/body" -D "$work/headers" -w '%{http_code}' -X "$method" \
         -H "Node-RED-API-Version: ${api:-v2}" "$@" "$base/$path")
-    body=$(cat "$work/body")
+    body=$(tr -d '\0' <"$work/body") # binary bodies (gzip, icons) hold NULs
     headers=$(tr -d '\r' <"$work/headers")
 }
 expect_status() { # name want
@@ -194,6 +194,25 @@ for p in "icons/node-red/..%2F..%2Fnodes%2Fpackage.json" "icons/..%2F..%2Fnodes/
     { [ "$status $body" == "200 $arrow_svg" ] || [ "$status" == 404 ]; } && pass "$p: never a file outside the icons" ||
         fail "$p: never a file outside the icons" "$status ${body:0:200}"
 done
+# static files: the editor's public folder (pre-compressed when the client takes gzip),
+# the debug node's pop-out view, eddy's favicon
+req GET red/keymap.json
+expect_status "static red/keymap.json answers" 200
+expect_jq "static red/keymap.json is the editor's keymap" "$body" 'type == "object" and has("*")'
+req GET red/red.min.js -H 'Accept-Encoding: gzip'
+expect_contains "static: gzip for a client that takes it" "$headers" "Content-Encoding: gzip"
+expect_contains "static: long cache" "$headers" "max-age=86400"
+req GET red/red.min.js
+expect_lacks "static: plain for a client without gzip" "$headers" "Content-Encoding: gzip"
+req GET debug/view/debug-utils.js
+expect_status "debug/view/debug-utils.js answers" 200
+expect_contains "debug/view: JavaScript" "$headers" "content-type: application/javascript"
+req GET favicon.ico
+expect_eq "favicon.ico: an icon" "$status $(grep -i '^content-type' <<<"$headers")" "200 content-type: image/x-icon"
+req GET red/no-such-file.js
+expect_status "a missing static file: 404" 404
+req GET "library/local/flows/"
+expect_eq "library/local/flows: empty" "$status $body" "200 []"
 req GET no/such/route
 expect_status "an unknown path: 404" 404
 
