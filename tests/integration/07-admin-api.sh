@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 06-admin-api: the editor's admin HTTP API and /comms on a real `eddy run --port 0`, route
+# 07-admin-api: the editor's admin HTTP API and /comms on a real `eddy run --port 0`, route
 # by route as ../shared/EDITOR-API.md lists them, with curl: loading the editor (page, theme,
 # locales, settings, user settings kept across a restart, plugins, node catalogue, icons),
 # deploys (revisions and 409, bad bodies, invalid flows refused with every problem while the
