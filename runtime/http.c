@@ -13,7 +13,9 @@
  *      asks for a writable callback. Headers go out first, then the body in CHUNK-sized
  *      writes, one per writable callback, so a big file never sits in one lws_write.
  *   3. A body bigger than max_body is read and discarded (never stored), then answered 413;
- *      reading it to the end keeps the connection usable (keep-alive).
+ *      reading it to the end keeps the connection usable (keep-alive). libwebsockets does
+ *      not decode chunked request bodies, so a body without Content-Length is answered 411
+ *      and the connection closed (its bytes must not be read as a next request).
  *   4. /comms: published messages wait per client in 'pending' until the batch timer cuts
  *      them into frames of at most COMMS_BATCH; frames wait in the client's queue until the
  *      socket is writable. A client with COMMS_MAX_FRAMES waiting is dropped.
@@ -99,6 +101,7 @@ struct eddy_http_req {
     eddy_buf body;
     size_t body_expected; /* Content-Length */
     bool too_big;
+    bool no_length; /* a body without Content-Length (chunked): 411, then close */
     /* the response */
     int status;
     char *ctype;
@@ -795,6 +798,12 @@ static void dispatch(eddy_http *http, eddy_http_req *req)
     /* lws arms a timeout for the whole transaction; a handler may take longer (LATER). */
     if (req->wsi)
         lws_set_timeout(req->wsi, NO_PENDING_TIMEOUT, 0);
+    if (req->no_length) {
+        eddy_http_reply_error(req, 411, "length_required",
+                              "a request body needs a Content-Length (chunked bodies are not "
+                              "supported)");
+        return;
+    }
     if (req->too_big) {
         eddy_http_reply_error(req, 413, "payload_too_large",
                               "request body over the limit of %zu bytes", http->max_body);
@@ -898,8 +907,9 @@ static int write_reply(eddy_http *http, conn *c, struct lws *wsi)
     }
     /* Done: the connection waits for the next request (keep-alive). */
     c->req = NULL;
+    bool close_now = req->no_length;
     req_free(req);
-    if (lws_http_transaction_completed(wsi))
+    if (close_now || lws_http_transaction_completed(wsi))
         return -1;
     return 0;
 }
@@ -1335,6 +1345,8 @@ static int on_http(eddy_http *http, conn *c, struct lws *wsi, const char *uri)
         req->body_expected = (size_t)n;
         if (n > http->max_body)
             req->too_big = true; /* read and discard it, then 413 */
+    } else if (eddy_http_req_header(req, "transfer-encoding")) {
+        req->no_length = true;
     }
     if (req->body_expected == 0)
         dispatch(http, req);

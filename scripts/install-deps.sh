@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format valgrind
   libjansson-dev libuv1-dev liblua5.4-dev
   libmosquitto-dev mosquitto mosquitto-clients openssl
-  liblmdb-dev libwebsockets-dev libssl-dev libcrypt-dev curl
+  liblmdb-dev libwebsockets-dev libssl-dev libcrypt-dev curl jq
   chromium
 )
 # The browser editor is assembled with Node.js and npm (scripts/build-web.sh) and tested with
