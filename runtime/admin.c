@@ -140,9 +140,13 @@ static int write_atomically(const char *dir, const char *name, const char *text,
         eddy_err_set(err, EDDY_EIO, "cannot write %s: %s", tmp, strerror(errno));
         goto done;
     }
-    if (backup && access(path, F_OK) == 0 && rename(path, old) != 0) {
-        eddy_err_set(err, EDDY_EIO, "cannot keep %s: %s", old, strerror(errno));
-        goto done;
+    /* the backup is a second link: 'path' exists at every moment, old or new */
+    if (backup && access(path, F_OK) == 0) {
+        unlink(old);
+        if (link(path, old) != 0) {
+            eddy_err_set(err, EDDY_EIO, "cannot keep %s: %s", old, strerror(errno));
+            goto done;
+        }
     }
     if (rename(tmp, path) != 0) {
         eddy_err_set(err, EDDY_EIO, "cannot replace %s: %s", path, strerror(errno));
@@ -352,8 +356,10 @@ static json_t *split_credentials(eddy_admin *a, json_t *flows)
         const char *id = str_or(node, "id", "");
         json_t *old = json_object_get(a->creds, id);
         json_t *posted = json_object_get(node, "credentials");
-        if (!old && !json_is_object(posted))
+        if (!old && !json_is_object(posted)) {
+            json_object_del(node, "credentials"); /* never kept in the flows */
             continue;
+        }
         json_t *merged = old ? json_deep_copy(old) : json_object();
         const char *key;
         json_t *v;
@@ -675,33 +681,17 @@ int eddy_admin_start_flows(eddy_admin *a, const char *seed, eddy_problems *probl
     return rc;
 }
 
-/* Status of nodes that a deploy stopped must not linger under them. */
-static void forget_status(eddy_admin *a, json_t *before)
+/* The status of a node that stops must not linger under it in the editor. */
+static void on_close(void *data, eddy_node *node, bool removed)
 {
-    const char *id;
-    json_t *v;
-    json_object_foreach(before, id, v)
-    {
-        eddy_node *now = eddy_engine_find(a->engine, id);
-        if ((json_int_t)(intptr_t)now == json_integer_value(v))
-            continue; /* kept running */
-        char topic[256];
-        snprintf(topic, sizeof(topic), "status/%s", id);
-        eddy_comms_forget(a->http, topic);
-        publish(a, topic, json_object(), false);
-    }
-}
-
-static json_t *running_nodes(eddy_admin *a)
-{
-    json_t *ids = json_object();
-    const eddy_flow *f = eddy_engine_flow(a->engine);
-    for (int i = 0; f && i < f->node_count; i++) {
-        eddy_node *n = eddy_engine_find(a->engine, f->nodes[i].id);
-        if (n)
-            json_object_set_new(ids, f->nodes[i].id, json_integer((json_int_t)(intptr_t)n));
-    }
-    return ids;
+    eddy_admin *a = data;
+    (void)removed;
+    if (!a->http)
+        return;
+    char topic[256];
+    snprintf(topic, sizeof(topic), "status/%s", eddy_node_id(node));
+    eddy_comms_forget(a->http, topic);
+    publish(a, topic, json_object(), false);
 }
 
 /* Runs at the loop's top level (eddy_loop_defer): stopping nodes runs the loop. */
@@ -731,7 +721,7 @@ static void run_deploy(eddy_loop *loop, void *data)
     a->flows = json_incref(flows);
     a->creds = json_incref(creds);
     set_rev(a);
-    json_t *before = running_nodes(a);
+    json_object_clear(a->debug_rate); /* ids of nodes that may be gone */
     publish_state(a, "stop", true);
     eddy_problems_clear(&problems);
     int rc = EDDY_OK;
@@ -749,8 +739,6 @@ static void run_deploy(eddy_loop *loop, void *data)
             eddy_log(EDDY_LOG_INFO, "[admin] deployed: %d node(s) started, %d stopped, %d kept",
                      res.started, res.stopped, res.kept);
     }
-    forget_status(a, before);
-    json_decref(before);
     if (flow && rc != EDDY_OK) {
         eddy_problems_print(&problems, stderr);
         publish_start_error(a, &problems);
@@ -1278,7 +1266,7 @@ static int get_icon(eddy_http_req *req, void *data)
     file = file ? file + 1 : rest;
     char name[300];
     snprintf(name, sizeof(name), "nodes/icons/%s", file);
-    if (strstr(file, "..") || !a->web_dir)
+    if (!*file || strstr(file, "..") || !a->web_dir)
         snprintf(name, sizeof(name), "nodes/icons/arrow-in.svg");
     char *path = a->web_dir ? path_join(a->web_dir, name) : NULL;
     if (path && access(path, R_OK) != 0)
@@ -1485,6 +1473,7 @@ eddy_admin *eddy_admin_new(eddy_loop *loop, eddy_engine *engine, const eddy_regi
                                .on_uncaught = on_uncaught,
                                .on_warn = on_warn,
                                .on_debug = on_debug,
+                               .on_close = on_close,
                                .data = a};
     eddy_engine_set_hooks(engine, &hooks);
     return a;

@@ -75,6 +75,8 @@ struct eddy_node {
     json_t *context;      /* node context, borrowed from engine->node_contexts */
     node_list uses;       /* nodes it found at set-up (config nodes, link targets): if one
                              of them restarts, so must this one */
+    json_t *missed;       /* ids it looked for at set-up and did not find: if one of them
+                             appears, it restarts too (owned; NULL if none) */
     json_t *builtins;     /* NR_* env values, created on first use */
     node_timer *timers;
     void (*resume)(eddy_node *node, void *state);
@@ -401,8 +403,14 @@ struct eddy_store *eddy_node_store(eddy_node *node)
 eddy_node *eddy_node_find(eddy_node *from, const char *id)
 {
     eddy_node *n = eddy_engine_find(from->engine, id);
-    if (!n || n->closing)
+    if (!n || n->closing) {
+        if (!from->set_up && id) {
+            if (!from->missed)
+                from->missed = json_array();
+            json_array_append_new(from->missed, json_string(id));
+        }
         return NULL;
+    }
     /* a node found while setting up may be kept as a pointer: a redeploy that restarts
      * 'n' must restart 'from' too (lookups while running are not recorded) */
     if (!from->set_up && list_add(&from->uses, n) != EDDY_OK)
@@ -784,15 +792,13 @@ static void prune_contexts(eddy_engine *e)
     void *tmp;
     json_object_foreach_safe(e->node_contexts, tmp, key, value)
     {
-        bool present = false;
-        for (int i = 0; i < e->flow->node_count && !present; i++)
-            present = strcmp(e->flow->nodes[i].id, key) == 0;
-        if (!present)
+        if (!eddy_flow_node_find(e->flow, key))
             json_object_del(e->node_contexts, key);
     }
     json_object_foreach_safe(e->flow_contexts, tmp, key, value)
     {
-        if (!eddy_flow_find_scope(e->flow, key))
+        /* "" is the implicit scope of nodes without a tab: always there */
+        if (*key && !eddy_flow_find_scope(e->flow, key))
             json_object_del(e->flow_contexts, key);
     }
 }
@@ -1005,6 +1011,7 @@ static void node_free(eddy_node *n)
     eddy_free(n->outputs);
     list_free(&n->completers);
     list_free(&n->uses);
+    json_decref(n->missed);
     json_decref(n->builtins);
     json_decref(n->defaults);
     json_decref(n->own_config);
@@ -1103,13 +1110,19 @@ static int wire_node(eddy_engine *e, eddy_node *n)
     return EDDY_OK;
 }
 
-/* Whether 'fn' gives a running node: enabled, a runnable type, on an enabled tab. */
+/* Whether 'fn' of 'flow' gives a running node: enabled, a runnable type, on an enabled
+ * tab. */
+static bool runs_in(const eddy_flow *flow, const eddy_flow_node *fn)
+{
+    if (!fn || fn->disabled || !fn->ntype || (fn->ntype->flags & EDDY_NODE_NO_RUN))
+        return false;
+    const eddy_flow_scope *sc = eddy_flow_find_scope(flow, fn->tab ? fn->tab : "");
+    return !(sc && sc->disabled);
+}
+
 static bool runs(eddy_engine *e, const eddy_flow_node *fn)
 {
-    if (fn->disabled || !fn->ntype || (fn->ntype->flags & EDDY_NODE_NO_RUN))
-        return false;
-    const eddy_flow_scope *sc = eddy_flow_find_scope(e->flow, fn->tab ? fn->tab : "");
-    return !(sc && sc->disabled);
+    return runs_in(e->flow, fn);
 }
 
 /* Makes the node list from the nodes already running (e->nodes, kept by a redeploy; the
@@ -1370,6 +1383,8 @@ static void close_nodes(eddy_engine *e, bool all, const eddy_flow *next)
         n->closing = true;
         stop_node_timers(n);
         bool removed = next && !eddy_flow_node_find(next, n->fn->id);
+        if (e->hooks.on_close)
+            e->hooks.on_close(e->hooks.data, n, removed);
         if (n->set_up && n->type->close &&
             n->type->close(n, n->state, removed) == EDDY_CLOSE_LATER) {
             n->close_pending = true;
@@ -1474,18 +1489,26 @@ static const char *top_tab(const eddy_flow *flow, const char *scope)
     return s ? s->id : (scope ? scope : "");
 }
 
-/* Marks nodes that use a restarting node; returns whether anything new was marked. */
-static bool spread_to_users(eddy_engine *e)
+/* Marks nodes that use a restarting node, or looked for one that now appears; returns
+ * whether anything new was marked. */
+static bool spread_to_users(eddy_engine *e, const eddy_flow *next)
 {
     bool grew = false;
     for (int i = 0; i < e->node_count; i++) {
         eddy_node *n = e->nodes[i];
-        for (int k = 0; !n->restart && k < n->uses.count; k++) {
-            if (n->uses.items[k]->restart) {
-                n->restart = true;
-                grew = true;
-            }
+        if (n->restart)
+            continue;
+        for (int k = 0; !n->restart && k < n->uses.count; k++)
+            n->restart = n->uses.items[k]->restart;
+        size_t k;
+        json_t *id;
+        json_array_foreach(n->missed, k, id)
+        {
+            if (n->restart)
+                break;
+            n->restart = runs_in(next, eddy_flow_node_find(next, json_string_value(id)));
         }
+        grew = grew || n->restart; /* newly marked: it was not at the top */
     }
     return grew;
 }
@@ -1499,11 +1522,19 @@ static bool spread_to_tabs(eddy_engine *e, const eddy_flow *next)
     for (int i = 0; i < e->node_count; i++)
         if (e->nodes[i]->restart)
             json_object_set_new(dirty, top_tab(e->flow, e->nodes[i]->fn->tab), json_true());
+    /* added or changed nodes, running or not (a disabled node that stays disabled is no
+     * change), and removed ones */
     for (int i = 0; i < next->node_count; i++) {
         const eddy_flow_node *fn = &next->nodes[i];
-        eddy_node *n = eddy_engine_find(e, fn->id);
-        if (!n || n->restart)
+        const eddy_flow_node *was = eddy_flow_node_find(e->flow, fn->id);
+        if (!was || was->disabled != fn->disabled || was->ntype != fn->ntype ||
+            !same_config(was->config, fn->config))
             json_object_set_new(dirty, top_tab(next, fn->tab), json_true());
+    }
+    for (int i = 0; i < e->flow->node_count; i++) {
+        const eddy_flow_node *fn = &e->flow->nodes[i];
+        if (!eddy_flow_node_find(next, fn->id))
+            json_object_set_new(dirty, top_tab(e->flow, fn->tab), json_true());
     }
     bool grew = false;
     for (int i = 0; i < e->node_count; i++) {
@@ -1527,7 +1558,7 @@ static void mark_restarts(eddy_engine *e, const eddy_flow *next, eddy_deploy_mod
         return;
     bool grew = true;
     while (grew) {
-        grew = spread_to_users(e);
+        grew = spread_to_users(e, next);
         if (mode == EDDY_DEPLOY_FLOWS)
             grew = spread_to_tabs(e, next) || grew;
     }
@@ -1552,6 +1583,10 @@ int eddy_engine_redeploy(eddy_engine *e, eddy_flow *flow, eddy_deploy_mode mode,
     if (!kept) {
         eddy_flow_free(flow);
         eddy_engine_stop(e);
+        eddy_err err;
+        eddy_err_clear(&err);
+        eddy_err_set(&err, EDDY_ENOMEM, "cannot start the flow: out of memory");
+        eddy_problems_add(problems, &err);
         return EDDY_ENOMEM;
     }
     int kept_count = 0;
@@ -1572,6 +1607,13 @@ int eddy_engine_redeploy(eddy_engine *e, eddy_flow *flow, eddy_deploy_mode mode,
     e->node_count = 0;
     eddy_free(e->by_id);
     e->by_id = NULL;
+    /* kept nodes must not point at the scopes freed here, even if what follows fails */
+    static const eddy_flow_scope detached_fs = {.id = "", .label = "global"};
+    static engine_scope detached;
+    detached.fs = &detached_fs;
+    detached.context = NULL;
+    for (int i = 0; i < kept_count; i++)
+        kept[i]->scope = &detached;
     free_scopes(e);
     e->nodes = kept; /* owned by the engine again from here */
     e->node_count = kept_count;

@@ -38,6 +38,8 @@ typedef struct eddy_engine_hooks {
     void (*on_warn)(void *data, eddy_node *node, const char *text);
     /* A debug node output 'value' (the whole message or one property, named 'property'). */
     void (*on_debug)(void *data, eddy_node *node, const json_t *value, const char *property);
+    /* A node is about to close (stop, redeploy); 'removed' when it leaves the flow. */
+    void (*on_close)(void *data, eddy_node *node, bool removed);
     void *data;
 } eddy_engine_hooks;
 

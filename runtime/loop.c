@@ -414,9 +414,12 @@ int eddy_loop_run(eddy_loop *loop)
         return EDDY_OK;
     }
     for (;;) {
-        uv_run(&loop->uv, UV_RUN_DEFAULT);
+        int alive = uv_run(&loop->uv, UV_RUN_DEFAULT);
         bool ran = run_deferred(loop);
-        if (loop->stop_requested || !ran)
+        /* a deferred call that defers another leaves libuv's stop flag set: uv_run then
+         * returns at once, with handles still alive; only a stop request or a loop with
+         * nothing left to do ends the run */
+        if (loop->stop_requested || (!ran && !alive && !loop->deferred))
             break;
     }
     return EDDY_OK;

@@ -140,7 +140,11 @@ eddy_harness *eddy_harness_new(const char *flow_json, const eddy_harness_opts *o
     h->engine = eddy_engine_new(h->loop, h->reg, &eopts, &err);
     if (!h->engine)
         goto fail;
-    eddy_engine_hooks hooks = {on_status, on_uncaught, on_warn, on_debug, h};
+    eddy_engine_hooks hooks = {.on_status = on_status,
+                               .on_uncaught = on_uncaught,
+                               .on_warn = on_warn,
+                               .on_debug = on_debug,
+                               .data = h};
     eddy_engine_set_hooks(h->engine, &hooks);
     json_t *doc = eddy_json_loadb(flow_json, strlen(flow_json), &err);
     if (!doc)

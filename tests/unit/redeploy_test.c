@@ -48,6 +48,8 @@ static int probe_setup(eddy_node *node, void *state, eddy_err *err)
     struct probe_state *s = state;
     if (*s->find)
         eddy_node_find(node, s->find);
+    if (strcmp(s->label, "ctx") == 0) /* flow context touched while setting up */
+        eddy_node_context_set(node, EDDY_CTX_FLOW, "k", json_integer(1), NULL);
     record("setup:%s%.0ld", eddy_node_id(node), 0);
     return EDDY_OK;
 }
@@ -370,6 +372,52 @@ static void test_many_partial_deploys_free_old_flows(void)
     rig_close(&r);
 }
 
+static void test_flows_mode_ignores_disabled_nodes_that_stay_disabled(void)
+{
+    rig r;
+    rig_open(&r);
+    const char *f = "[" TABS "{\"id\":\"a\",\"type\":\"probe\",\"z\":\"t1\",\"wires\":[[]]},"
+                    "{\"id\":\"c\",\"type\":\"probe\",\"z\":\"t2\",\"wires\":[[]]},"
+                    "{\"id\":\"d\",\"type\":\"probe\",\"z\":\"t2\",\"d\":true,\"wires\":[[]]}]";
+    CHECK_INT_EQ(deploy(&r, f, EDDY_DEPLOY_FULL, NULL), EDDY_OK);
+    eddy_deploy_result res;
+    CHECK_INT_EQ(deploy(&r, f, EDDY_DEPLOY_FLOWS, &res), EDDY_OK);
+    CHECK_INT_EQ(res.kept, 2);
+    CHECK_INT_EQ(res.stopped, 0);
+    rig_close(&r);
+}
+
+static void test_a_node_that_looked_for_a_missing_node_restarts_when_it_appears(void)
+{
+    rig r;
+    rig_open(&r);
+    const char *v1 =
+        "[" TABS "{\"id\":\"f\",\"type\":\"probe\",\"z\":\"t1\",\"find\":\"x\",\"wires\":[[]]}]";
+    const char *v2 =
+        "[" TABS "{\"id\":\"f\",\"type\":\"probe\",\"z\":\"t1\",\"find\":\"x\",\"wires\":[[]]},"
+        "{\"id\":\"x\",\"type\":\"probe\",\"z\":\"t2\",\"wires\":[[]]}]";
+    CHECK_INT_EQ(deploy(&r, v1, EDDY_DEPLOY_FULL, NULL), EDDY_OK);
+    eddy_deploy_result res;
+    CHECK_INT_EQ(deploy(&r, v2, EDDY_DEPLOY_NODES, &res), EDDY_OK);
+    CHECK_INT_EQ(count_events("setup:x"), 1);
+    CHECK_INT_EQ(count_events("setup:f"), 1); /* so it finds x now */
+    rig_close(&r);
+}
+
+static void test_flow_context_of_nodes_without_a_tab_survives(void)
+{
+    rig r;
+    rig_open(&r);
+    const char *f = "[" TABS "{\"id\":\"g\",\"type\":\"probe\",\"label\":\"ctx\",\"wires\":[[]]}]";
+    CHECK_INT_EQ(deploy(&r, f, EDDY_DEPLOY_FULL, NULL), EDDY_OK);
+    eddy_node *g = eddy_engine_find(r.engine, "g");
+    CHECK_INT_EQ(json_integer_value(eddy_node_context_get(g, EDDY_CTX_FLOW, "k")), 1);
+    CHECK_INT_EQ(deploy(&r, f, EDDY_DEPLOY_FULL, NULL), EDDY_OK);
+    g = eddy_engine_find(r.engine, "g");
+    CHECK_INT_EQ(json_integer_value(eddy_node_context_get(g, EDDY_CTX_FLOW, "k")), 1);
+    rig_close(&r);
+}
+
 static const check_test tests[] = {
     {"moving_a_node_keeps_it_running", test_moving_a_node_keeps_it_running},
     {"nodes_mode_restarts_only_the_changed_node", test_nodes_mode_restarts_only_the_changed_node},
@@ -382,6 +430,12 @@ static const check_test tests[] = {
     {"queued_messages_are_delivered_before_a_restart",
      test_queued_messages_are_delivered_before_a_restart},
     {"many_partial_deploys_free_old_flows", test_many_partial_deploys_free_old_flows},
+    {"flows_mode_ignores_disabled_nodes_that_stay_disabled",
+     test_flows_mode_ignores_disabled_nodes_that_stay_disabled},
+    {"a_node_that_looked_for_a_missing_node_restarts_when_it_appears",
+     test_a_node_that_looked_for_a_missing_node_restarts_when_it_appears},
+    {"flow_context_of_nodes_without_a_tab_survives",
+     test_flow_context_of_nodes_without_a_tab_survives},
     {NULL, NULL}};
 
 CHECK_MAIN(tests)
