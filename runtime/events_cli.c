@@ -1,5 +1,5 @@
-/* events_cli.c: `eddy events stats|tail|read|export|import|check --data DIR` and the store
- * for `eddy run` (see events_cli.h). Reading commands open the store read-only, so they can
+/* events_cli.c: `eddy events stats|tail|read|export|import|check|rebuild --data DIR` and the
+ * store for `eddy run` (see events_cli.h). Reading commands open the store read-only, so they can
  * run beside a running eddy. Export and import use the NDJSON form of store.h; a progress
  * line (count, rate, ETA) goes to stderr only when stderr is a terminal. */
 #include "events_cli.h"
@@ -15,10 +15,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
+#include "log.h"
 #include "mem.h"
+#include "readmodel.h"
 
 #define DEFAULT_DATA      "eddy-data"
 #define PROGRESS_EVERY_MS 100
+#define REBUILD_POLL_MS   50   /* how often rebuild looks whether the model is done */
+#define REBUILD_SHOW_MS   1000 /* how often it prints how far it got */
+#define MAX_NODE_DIRS     16
 
 static const char usage_events[] =
     "Usage: eddy events COMMAND [--data DIR] [options]\n"
@@ -38,6 +44,17 @@ static const char usage_events[] =
     "                      skipped; into an empty store positions stay the same\n"
     "  check               reads every record and index entry, in a child process so that\n"
     "                      even damage LMDB cannot survive is reported, not a crash\n"
+    "  rebuild --model NAME [--flow FLOWS.json] [--nodes DIR]\n"
+    "                      rebuilds read model NAME (a state node) from the whole log:\n"
+    "                      loads the flow file (default DIR/flows.json, the deployed\n"
+    "                      flows), runs only the state node whose model is NAME, has it\n"
+    "                      clear the model and fold every event again, prints \"rebuilt N\n"
+    "                      of M events\" to stderr every second and a summary at the end.\n"
+    "                      Stop eddy first: the store has no lock of its own, LMDB only\n"
+    "                      serializes the writers of both processes, so the file stays\n"
+    "                      sound but a running eddy would keep folding into the model\n"
+    "                      while it is rebuilt and may undo it. Interrupted, the model\n"
+    "                      stays marked and is rebuilt again when its node next starts\n"
     "\n"
     "RANGE (all optional; bounds are inclusive):\n"
     "  --stream S          one stream, in version order\n"
@@ -52,7 +69,10 @@ static const char usage_events[] =
     "  --follow            tail: wait for new events until interrupted\n"
     "  --json              read, tail: NDJSON lines instead of the table\n"
     "  -o FILE             export: write to FILE instead of stdout\n"
-    "  --fsync POLICY      import: always (default), interval[:MS], never\n";
+    "  --fsync POLICY      import, rebuild: always (default), interval[:MS], never\n"
+    "  --flow FILE         rebuild: the flow file holding the state node\n"
+    "  --model NAME        rebuild: the model (the state node's model property)\n"
+    "  --nodes DIR         rebuild: also load the Lua node types in DIR (as eddy run)\n";
 
 int eddy_events_help(void)
 {
@@ -73,6 +93,10 @@ typedef struct ev_opts {
     eddy_store_query q;
     const char *from_time, *to_time;
     bool has_from_version, has_to_version;
+    const char *flow;  /* rebuild --flow */
+    const char *model; /* rebuild --model */
+    const char *node_dirs[MAX_NODE_DIRS];
+    int node_dir_count;
 } ev_opts;
 
 static bool parse_u64(const char *s, uint64_t *out)
@@ -115,7 +139,10 @@ static int parse_ev_opts(int argc, char **argv, ev_opts *o)
         O_TO_TIME,
         O_FOLLOW,
         O_JSON,
-        O_FSYNC
+        O_FSYNC,
+        O_FLOW,
+        O_MODEL,
+        O_NODES
     };
     static const struct option longopts[] = {
         {"data", required_argument, NULL, 'd'},
@@ -129,6 +156,9 @@ static int parse_ev_opts(int argc, char **argv, ev_opts *o)
         {"follow", no_argument, NULL, O_FOLLOW},
         {"json", no_argument, NULL, O_JSON},
         {"fsync", required_argument, NULL, O_FSYNC},
+        {"flow", required_argument, NULL, O_FLOW},
+        {"model", required_argument, NULL, O_MODEL},
+        {"nodes", required_argument, NULL, O_NODES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     o->data = DEFAULT_DATA;
@@ -159,6 +189,19 @@ static int parse_ev_opts(int argc, char **argv, ev_opts *o)
             break;
         case O_FSYNC:
             o->fsync = optarg;
+            break;
+        case O_FLOW:
+            o->flow = optarg;
+            break;
+        case O_MODEL:
+            o->model = optarg;
+            break;
+        case O_NODES:
+            if (o->node_dir_count == MAX_NODE_DIRS) {
+                fprintf(stderr, "eddy events: at most %d --nodes folders\n", MAX_NODE_DIRS);
+                return 2;
+            }
+            o->node_dirs[o->node_dir_count++] = optarg;
             break;
         case O_STREAM:
             o->q.stream = optarg;
@@ -203,6 +246,13 @@ static int parse_ev_opts(int argc, char **argv, ev_opts *o)
         o->input = argv[optind++];
     if (optind < argc) {
         fprintf(stderr, "eddy events %s: unexpected argument '%s'\n", o->cmd, argv[optind]);
+        return 2;
+    }
+    bool rebuild = strcmp(o->cmd, "rebuild") == 0;
+    if (rebuild != (o->model != NULL) || (!rebuild && (o->flow || o->node_dir_count))) {
+        fprintf(stderr, "eddy events: %s\n",
+                rebuild ? "rebuild needs --model NAME"
+                        : "--model, --flow and --nodes are for rebuild only");
         return 2;
     }
     if ((o->has_from_version || o->has_to_version) && !o->q.stream) {
@@ -611,6 +661,208 @@ static int cmd_check(const ev_opts *o)
     return rc == EDDY_OK ? 0 : 1;
 }
 
+/* ---- rebuild ----
+ *
+ * Runs the flow file's state node for the model alone (every other node disabled) on a
+ * real loop, sends it the "rebuild" command and runs the loop until the model says it is
+ * no longer rebuilding (runtime/readmodel.h). */
+
+typedef struct rebuild_run {
+    eddy_loop *loop;
+    const char *model;
+    int64_t start, shown; /* loop ms */
+    uint64_t done, total; /* the last progress read */
+    bool failed;
+    char error[512]; /* the first error the node reported */
+} rebuild_run;
+
+static void rebuild_uncaught(void *data, eddy_node *node, const char *text)
+{
+    rebuild_run *r = data;
+    if (!r->failed)
+        snprintf(r->error, sizeof(r->error), "%s", text);
+    r->failed = true;
+}
+
+static void rebuild_show(rebuild_run *r)
+{
+    fprintf(stderr, "rebuilt %llu of %llu events (%.0f%%)\n", (unsigned long long)r->done,
+            (unsigned long long)r->total,
+            r->total ? 100.0 * (double)r->done / (double)r->total : 100.0);
+}
+
+static int64_t rebuild_poll(eddy_loop *loop, eddy_timer *timer, void *data)
+{
+    rebuild_run *r = data;
+    bool busy = eddy_readmodel_progress(r->model, &r->done, &r->total);
+    int64_t now = eddy_loop_now(loop);
+    if (!busy) {
+        eddy_loop_stop(loop);
+        return EDDY_TIMER_STOP;
+    }
+    if (now - r->shown >= REBUILD_SHOW_MS) {
+        r->shown = now;
+        rebuild_show(r);
+    }
+    return REBUILD_POLL_MS;
+}
+
+/* The index of the one state node of 'flow' with model 'name'; -1 after saying why. */
+static int find_model_node(const eddy_flow *flow, const char *file, const char *name)
+{
+    int found = -1, count = 0;
+    char ids[256] = "", models[256] = "";
+    for (int i = 0; i < flow->node_count; i++) {
+        const eddy_flow_node *fn = &flow->nodes[i];
+        if (!fn->ntype || strcmp(fn->ntype->name, "state") != 0)
+            continue;
+        const char *m = json_string_value(json_object_get(fn->config, "model"));
+        m = m ? m : "";
+        size_t used = strlen(models);
+        snprintf(models + used, sizeof(models) - used, "%s'%s'", used ? ", " : "", m);
+        if (strcmp(m, name) != 0)
+            continue;
+        used = strlen(ids);
+        snprintf(ids + used, sizeof(ids) - used, "%s%s", used ? ", " : "", fn->id);
+        found = i;
+        count++;
+    }
+    if (count == 0)
+        fprintf(stderr, "eddy events: %s has no state node with model '%s'%s%s%s\n", file, name,
+                *models ? " (its models: " : "", models, *models ? ")" : "");
+    else if (count > 1)
+        fprintf(stderr,
+                "eddy events: %s has %d state nodes with model '%s' (nodes %s); a model "
+                "belongs to one node\n",
+                file, count, name, ids);
+    else if (flow->nodes[found].disabled)
+        fprintf(stderr, "eddy events: %s: the state node %s of model '%s' is disabled\n", file,
+                flow->nodes[found].id, name);
+    return count == 1 && !flow->nodes[found].disabled ? found : -1;
+}
+
+static void print_problems(eddy_problems *problems, const char *file)
+{
+    eddy_problems_print(problems, stderr);
+    fprintf(stderr, "eddy events: %s: %d problem%s\n", file, problems->count,
+            problems->count == 1 ? "" : "s");
+    eddy_problems_clear(problems);
+}
+
+/* Runs the rebuild with the store, registry and flow ready ('flow' taken). */
+static int rebuild_in(const ev_opts *o, const char *file, eddy_store *st, eddy_loop *loop,
+                      const eddy_registry *reg, eddy_flow *flow)
+{
+    int idx = find_model_node(flow, file, o->model);
+    if (idx < 0) {
+        eddy_flow_free(flow);
+        return 1;
+    }
+    for (int i = 0; i < flow->node_count; i++)
+        flow->nodes[i].disabled = i != idx;
+    char id[256];
+    snprintf(id, sizeof(id), "%s", flow->nodes[idx].id);
+    eddy_err err;
+    eddy_err_clear(&err);
+    eddy_engine_opts eo = {.store = st};
+    eddy_engine *engine = eddy_engine_new(loop, reg, &eo, &err);
+    if (!engine) {
+        fprintf(stderr, "eddy events: %s\n", err.msg);
+        eddy_flow_free(flow);
+        return 1;
+    }
+    rebuild_run r = {.loop = loop, .model = o->model, .start = eddy_loop_now(loop)};
+    r.shown = r.start;
+    eddy_engine_hooks hooks = {.on_uncaught = rebuild_uncaught, .data = &r};
+    eddy_engine_set_hooks(engine, &hooks);
+    eddy_problems problems = {0};
+    int status = 1;
+    if (eddy_engine_start(engine, flow, &problems) != EDDY_OK) {
+        print_problems(&problems, file);
+        goto out;
+    }
+    eddy_node *node = eddy_engine_find(engine, id);
+    r.total = eddy_store_last_position(st);
+    fprintf(stderr, "rebuilding model '%s' (node %s of %s) from %s: %llu events in the log\n",
+            o->model, id, file, eddy_store_path(st), (unsigned long long)r.total);
+    if (!node || eddy_node_command(node, "rebuild", NULL, &err) != EDDY_OK) {
+        fprintf(stderr, "eddy events: model '%s': %s\n", o->model,
+                node ? err.msg : "its node did not start");
+        goto out;
+    }
+    if (!eddy_timer_start(loop, 0, rebuild_poll, &r, NULL)) {
+        fprintf(stderr, "eddy events: out of memory\n");
+        goto out;
+    }
+    eddy_loop_run(loop);
+    rebuild_show(&r);
+    json_t *model = eddy_readmodel_query(o->model, NULL, 0, &err);
+    if (r.failed || !model) {
+        fprintf(stderr, "eddy events: rebuilding model '%s' failed: %s\n", o->model,
+                r.failed ? r.error : err.msg);
+    } else {
+        double secs = (double)(eddy_loop_now(loop) - r.start) / 1000.0;
+        printf("model '%s' rebuilt: %llu events read, %llu keys, at position %llu, in %.1f s\n",
+               o->model, (unsigned long long)r.done,
+               (unsigned long long)json_integer_value(json_object_get(model, "count")),
+               (unsigned long long)json_integer_value(json_object_get(model, "position")), secs);
+        status = 0;
+    }
+    json_decref(model);
+out:
+    eddy_engine_free(engine); /* stops the node; a cut-short rebuild stays marked */
+    return status;
+}
+
+static int cmd_rebuild(const ev_opts *o, eddy_events_registry_fn make_registry)
+{
+    eddy_err err;
+    eddy_err_clear(&err);
+    eddy_store_opts so = {0};
+    if (o->fsync && eddy_store_sync_parse(o->fsync, &so, &err) != EDDY_OK) {
+        fprintf(stderr, "eddy events: %s\n", err.msg);
+        return 2;
+    }
+    char deployed[4096], mdb[4096];
+    snprintf(deployed, sizeof(deployed), "%s/flows.json", o->data);
+    snprintf(mdb, sizeof(mdb), "%s/%s", o->data, EDDY_STORE_FILE);
+    const char *file = o->flow ? o->flow : deployed;
+    struct stat sb;
+    if (!o->flow && stat(deployed, &sb) != 0) {
+        fprintf(stderr, "eddy events: no --flow given and %s (the deployed flows) is missing\n",
+                deployed);
+        return 1;
+    }
+    if (stat(mdb, &sb) != 0) { /* opening would create an empty store */
+        fprintf(stderr, "eddy events: no event store in %s (%s: %s)\n", o->data, mdb,
+                strerror(errno));
+        return 1;
+    }
+    eddy_registry *reg = make_registry(o->node_dirs, o->node_dir_count);
+    if (!reg)
+        return 1;
+    eddy_problems problems = {0};
+    eddy_flow *flow = eddy_flow_load_file(file, reg, &problems);
+    if (!flow) {
+        print_problems(&problems, file);
+        eddy_registry_free(reg);
+        return 1;
+    }
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_REAL, &err);
+    eddy_store *st = loop ? eddy_store_open(o->data, &so, &err) : NULL;
+    int status = 1;
+    if (!st || eddy_store_attach(st, loop, &err) != EDDY_OK) {
+        fprintf(stderr, "eddy events: %s\n", err.msg);
+        eddy_flow_free(flow);
+    } else {
+        status = rebuild_in(o, file, st, loop, reg, flow);
+    }
+    eddy_store_close(st); /* commits what is pending */
+    eddy_loop_free(loop);
+    eddy_registry_free(reg);
+    return status;
+}
+
 /* ---- the guard: every command runs in a child, so that a fault is a message ----
  *
  * LMDB trusts its pages; a damaged B-tree page can make it fault. The parent waits for
@@ -682,14 +934,15 @@ static int run_guarded(ev_opts *o)
     return 1;
 }
 
-int eddy_events_main(int argc, char **argv)
+int eddy_events_main(int argc, char **argv, eddy_events_registry_fn make_registry)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         fputs(usage_events, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     ev_opts o = {.cmd = argv[1]};
-    static const char *const known[] = {"stats", "tail", "read", "export", "import", "check"};
+    static const char *const known[] = {"stats",  "tail",  "read",   "export",
+                                        "import", "check", "rebuild"};
     bool ok = false;
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         ok |= strcmp(o.cmd, known[i]) == 0;
@@ -700,6 +953,8 @@ int eddy_events_main(int argc, char **argv)
     int rc = parse_ev_opts(argc - 1, argv + 1, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
+    if (strcmp(o.cmd, "rebuild") == 0) /* writes: its own errors, no guard child */
+        return cmd_rebuild(&o, make_registry);
     return run_guarded(&o);
 }
 

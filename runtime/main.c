@@ -225,6 +225,15 @@ static eddy_registry *make_registry(const cli_opts *o)
     return NULL;
 }
 
+/* For `eddy events rebuild` (events_cli.h). */
+static eddy_registry *registry_for_events(const char *const *dirs, int count)
+{
+    cli_opts o = {0};
+    for (int i = 0; i < count && i < MAX_NODE_DIRS; i++)
+        o.node_dirs[o.node_dir_count++] = dirs[i];
+    return make_registry(&o);
+}
+
 static int cmd_check(int argc, char **argv)
 {
     cli_opts o = {0};
@@ -421,7 +430,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "nodes") == 0)
         return cmd_nodes(argc - 1, argv + 1);
     if (strcmp(cmd, "events") == 0) {
-        int rc = eddy_events_main(argc - 1, argv + 1);
+        int rc = eddy_events_main(argc - 1, argv + 1, registry_for_events);
         eddy_mem_release_cache();
         return rc;
     }
