@@ -430,23 +430,12 @@ static void sb_literal(struct sbuf *b, unsigned cp)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Reads 'n' hex digits at 'p'; -1 if they are not there. */
 static long hex_digits(const char *p, int n)
 {
     long v = 0;
     for (int i = 0; i < n; i++) {
-        int h = hexval(p[i]);
+        int h = eddy_hex_digit(p[i]);
         if (h < 0)
             return -1;
         v = v * 16 + h;
@@ -1276,18 +1265,6 @@ static bool op_istype(const json_t *a, const char *type)
     return false;
 }
 
-/* Number of UTF-16 code units in a UTF-8 string (JavaScript's length). */
-static size_t utf16_length(const char *s, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c & 0xC0) != 0x80)
-            n += c >= 0xF0 ? 2 : 1;
-    }
-    return n;
-}
-
 /* a.hasOwnProperty(String(b)), for a not null or undefined and b not an object */
 static bool op_hask(const json_t *a, const json_t *b)
 {
@@ -1301,8 +1278,9 @@ static bool op_hask(const json_t *a, const json_t *b)
     if (json_is_object(a)) {
         has = json_object_getn(a, key, klen) != NULL;
     } else if (json_is_array(a) || json_is_string(a)) {
-        size_t size = json_is_array(a) ? json_array_size(a)
-                                       : utf16_length(json_string_value(a), json_string_length(a));
+        size_t size = json_is_array(a)
+                          ? json_array_size(a)
+                          : eddy_utf16_length(json_string_value(a), json_string_length(a));
         /* own properties: "length" and the canonical indexes "0", "1", ... */
         bool canonical = klen > 0 && klen < 16 && (key[0] != '0' || klen == 1);
         for (size_t i = 0; i < klen && canonical; i++)

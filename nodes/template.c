@@ -75,13 +75,7 @@ static bool mt_is_space(char c)
 /* JavaScript string positions count UTF-16 units; mustache.js reports those. */
 static size_t mt_js_pos(const char *s, size_t byte_pos)
 {
-    size_t units = 0;
-    for (size_t i = 0; i < byte_pos; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c & 0xC0) != 0x80)
-            units += c >= 0xF0 ? 2 : 1;
-    }
-    return units;
+    return eddy_utf16_length(s, byte_pos);
 }
 
 static bool mt_push_raw(mt_parser *p, char kind, size_t start, size_t len)

@@ -69,31 +69,10 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    eddy_buf b = {0};
-    char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        eddy_buf_add(&b, chunk, got);
-    fclose(f);
-    if (b.failed) {
-        eddy_free(b.data);
-        return NULL;
-    }
-    if (!b.data)
-        b.data = eddy_strdup("");
-    *len = b.len;
-    return b.data;
-}
-
 static json_t *read_json_file(const char *path, eddy_err *err)
 {
     size_t len;
-    char *text = read_file(path, &len);
+    char *text = eddy_read_file(path, &len);
     if (!text) {
         eddy_err_set(err, EDDY_ENOTFOUND, "cannot read %s: %s", path, strerror(errno));
         return NULL;
@@ -244,7 +223,7 @@ static int load_secret(eddy_admin *a, eddy_err *err)
     }
     char *path = path_join(a->data_dir, ".secret");
     size_t len = 0;
-    char *kept = path ? read_file(path, &len) : NULL;
+    char *kept = path ? eddy_read_file(path, &len) : NULL;
     if (kept && len >= 32) {
         kept[strcspn(kept, "\r\n")] = 0;
         a->secret = kept;
@@ -1096,7 +1075,7 @@ static int reply_file(eddy_http_req *req, const char *dir, const char *name, con
 {
     char *path = dir ? path_join(dir, name) : NULL;
     size_t len = 0;
-    char *text = path ? read_file(path, &len) : NULL;
+    char *text = path ? eddy_read_file(path, &len) : NULL;
     eddy_free(path);
     if (text)
         eddy_http_reply(req, 200, type, text, len);

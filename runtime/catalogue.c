@@ -41,27 +41,6 @@ const eddy_catalogue_def *eddy_catalogue_native(const char *stem)
 
 /* ---- files of the web folder ---- */
 
-/* The whole file, NUL-terminated, or NULL (missing, unreadable, out of memory). */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    eddy_buf b = {0};
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        eddy_buf_add(&b, chunk, n);
-    bool bad = ferror(f) != 0;
-    fclose(f);
-    if (bad || b.failed || !b.data) {
-        eddy_free(b.data);
-        return NULL;
-    }
-    *len = b.len;
-    return b.data;
-}
-
 static void web_path(char *out, size_t size, const char *web_dir, const char *a, const char *b)
 {
     snprintf(out, size, "%s/nodes/%s%s", web_dir, a, b);
@@ -76,9 +55,9 @@ static char *nr_core_html(const char *web_dir, int i, size_t *len)
     char path[4096];
     size_t clen = 0, hlen = 0;
     web_path(path, sizeof(path), web_dir, "core/", nr_core[i].file);
-    char *core = slurp(path, &clen);
+    char *core = eddy_read_file(path, &clen);
     web_path(path, sizeof(path), web_dir, "locales/en-US/", nr_core[i].file);
-    char *help = core ? slurp(path, &hlen) : NULL;
+    char *help = core ? eddy_read_file(path, &hlen) : NULL;
     if (!core || !help) {
         eddy_free(core);
         eddy_free(help);
@@ -275,7 +254,7 @@ static char *lua_editor_file(const eddy_node_type *type, size_t *len)
         snprintf(path, sizeof(path), "%.*s/editor.html", (int)(slash - file), file);
     else
         snprintf(path, sizeof(path), "editor.html");
-    return slurp(path, len);
+    return eddy_read_file(path, len);
 }
 
 char *eddy_catalogue_html(const eddy_registry *reg, const char *web_dir, size_t *len)

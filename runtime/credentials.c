@@ -80,17 +80,6 @@ done:
     return out;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static unsigned char *base64_decode(const char *in, size_t *out_len)
 {
     size_t len = strlen(in);
@@ -122,7 +111,7 @@ json_t *eddy_creds_decrypt(const json_t *doc, const char *secret, eddy_err *err)
     }
     unsigned char iv[IV_BYTES];
     for (int i = 0; i < IV_BYTES; i++) {
-        int hi = hex_value(text[i * 2]), lo = hex_value(text[i * 2 + 1]);
+        int hi = eddy_hex_digit(text[i * 2]), lo = eddy_hex_digit(text[i * 2 + 1]);
         if (hi < 0 || lo < 0) {
             eddy_err_set(err, EDDY_EPARSE, "credentials file is damaged (bad vector)");
             return NULL;

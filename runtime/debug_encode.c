@@ -12,43 +12,6 @@
 #include "mem.h"
 #include "msg.h"
 
-const char *eddy_js_number_text(double v, char buf[32])
-{
-    if (isnan(v))
-        return "NaN";
-    if (isinf(v))
-        return v > 0 ? "Infinity" : "-Infinity";
-    if (v == 0)
-        return "0";
-    if (fabs(v) < 1e21 && v == floor(v)) {
-        snprintf(buf, 32, "%.0f", v);
-        return buf;
-    }
-    /* the shortest text that reads back as the same double, as JavaScript prints */
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, 32, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
-            break;
-    }
-    /* C writes 1e+21 as "1e+21" like JS, but pads exponents ("1e-07"): drop the zero */
-    char *e = strchr(buf, 'e');
-    if (e && (e[1] == '-' || e[1] == '+') && e[2] == '0' && e[3])
-        memmove(e + 2, e + 3, strlen(e + 3) + 1);
-    return buf;
-}
-
-/* JavaScript string length: UTF-16 code units. */
-static size_t js_length(const char *s, size_t bytes)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < bytes; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c & 0xC0) != 0x80)
-            n += c >= 0xF0 ? 2 : 1;
-    }
-    return n;
-}
-
 /* The byte length of the first 'units' UTF-16 units of 's'. */
 static size_t js_prefix_bytes(const char *s, size_t bytes, size_t units)
 {
@@ -76,7 +39,7 @@ static json_t *cut_string(const json_t *v, size_t max_len)
 {
     const char *s = json_string_value(v);
     size_t bytes = json_string_length(v);
-    if (js_length(s, bytes) <= max_len)
+    if (eddy_utf16_length(s, bytes) <= max_len)
         return json_incref((json_t *)v);
     size_t keep = js_prefix_bytes(s, bytes, max_len);
     char *text = eddy_malloc(keep + 4);
@@ -189,10 +152,10 @@ int eddy_debug_encode(const json_t *value, size_t max_len, json_t *out)
     case JSON_INTEGER:
     case JSON_REAL:
         return set_encoded(out, "number",
-                           json_string(eddy_js_number_text(json_number_value(value), num)));
+                           json_string(eddy_format_number(json_number_value(value), num)));
     case JSON_STRING:
         snprintf(format, sizeof(format), "string[%zu]",
-                 js_length(json_string_value(value), json_string_length(value)));
+                 eddy_utf16_length(json_string_value(value), json_string_length(value)));
         return set_encoded(out, format, cut_string(value, max_len));
     case JSON_ARRAY:
         snprintf(format, sizeof(format), "array[%zu]", json_array_size(value));

@@ -13,7 +13,4 @@
  * EDDY_ENOMEM. */
 int eddy_debug_encode(const json_t *value, size_t max_len, json_t *out);
 
-/* A number as JavaScript's String(n) writes it ("3", "0.1", "1e+21"). 'buf' holds 32. */
-const char *eddy_js_number_text(double v, char buf[32]);
-
 #endif

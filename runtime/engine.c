@@ -913,6 +913,15 @@ static void report(eddy_problems *problems, eddy_node *node, int code, const cha
         eddy_problems_add(problems, &err);
 }
 
+/* A flow that cannot start for want of resources (not because of one node). */
+static void report_start_failure(eddy_problems *problems, int rc)
+{
+    eddy_err err;
+    eddy_err_clear(&err);
+    eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
+    eddy_problems_add(problems, &err);
+}
+
 static engine_scope *scope_of(eddy_engine *e, const char *id)
 {
     for (int i = 0; i < e->scope_count; i++)
@@ -1228,10 +1237,7 @@ static int start_nodes(eddy_engine *e, eddy_problems *problems)
     for (int i = 0; rc == EDDY_OK && i < e->node_count; i++)
         rc = wire_node(e, e->nodes[i]);
     if (rc != EDDY_OK) {
-        eddy_err err;
-        eddy_err_clear(&err);
-        eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
-        eddy_problems_add(problems, &err);
+        report_start_failure(problems, rc);
         eddy_engine_stop(e);
         return rc;
     }
@@ -1268,20 +1274,14 @@ int eddy_engine_start(eddy_engine *e, eddy_flow *flow, eddy_problems *problems)
     int rc = adopt_flow(e, flow);
     if (rc != EDDY_OK) {
         eddy_flow_free(flow);
-        eddy_err err;
-        eddy_err_clear(&err);
-        eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
-        eddy_problems_add(problems, &err);
+        report_start_failure(problems, rc);
         return rc;
     }
     rc = build_scopes(e);
     if (rc == EDDY_OK)
         rc = create_nodes(e);
     if (rc != EDDY_OK) {
-        eddy_err err;
-        eddy_err_clear(&err);
-        eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
-        eddy_problems_add(problems, &err);
+        report_start_failure(problems, rc);
         eddy_engine_stop(e);
         return rc;
     }
@@ -1583,10 +1583,7 @@ int eddy_engine_redeploy(eddy_engine *e, eddy_flow *flow, eddy_deploy_mode mode,
     if (!kept) {
         eddy_flow_free(flow);
         eddy_engine_stop(e);
-        eddy_err err;
-        eddy_err_clear(&err);
-        eddy_err_set(&err, EDDY_ENOMEM, "cannot start the flow: out of memory");
-        eddy_problems_add(problems, &err);
+        report_start_failure(problems, EDDY_ENOMEM);
         return EDDY_ENOMEM;
     }
     int kept_count = 0;
@@ -1631,10 +1628,7 @@ int eddy_engine_redeploy(eddy_engine *e, eddy_flow *flow, eddy_deploy_mode mode,
     if (rc == EDDY_OK)
         rc = create_nodes(e);
     if (rc != EDDY_OK) {
-        eddy_err err;
-        eddy_err_clear(&err);
-        eddy_err_set(&err, rc, "cannot start the flow: %s", eddy_err_text(rc));
-        eddy_problems_add(problems, &err);
+        report_start_failure(problems, rc);
         eddy_engine_stop(e);
         return rc;
     }

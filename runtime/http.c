@@ -171,17 +171,6 @@ static int lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 
 /* ---- small helpers ---- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %xx and '+' of a form-encoded piece into new memory (eddy_free). */
 static char *form_decode(const char *s, size_t n)
 {
@@ -192,8 +181,9 @@ static char *form_decode(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '+') {
             out[j++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            out[j++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        } else if (s[i] == '%' && i + 2 < n && eddy_hex_digit(s[i + 1]) >= 0 &&
+                   eddy_hex_digit(s[i + 2]) >= 0) {
+            out[j++] = (char)(eddy_hex_digit(s[i + 1]) * 16 + eddy_hex_digit(s[i + 2]));
             i += 2;
         } else {
             out[j++] = s[i];

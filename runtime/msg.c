@@ -1251,3 +1251,47 @@ char *eddy_base64_encode(const void *bytes, size_t n)
     o[k] = '\0';
     return o;
 }
+
+size_t eddy_utf16_length(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c & 0xC0) != 0x80)
+            n += c >= 0xF0 ? 2 : 1;
+    }
+    return n;
+}
+
+int eddy_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+char *eddy_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    eddy_buf b = {0};
+    char chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        eddy_buf_add(&b, chunk, got);
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad || b.failed) {
+        eddy_free(b.data);
+        return NULL;
+    }
+    if (!b.data && !(b.data = eddy_strdup("")))
+        return NULL;
+    *len = b.len;
+    return b.data;
+}

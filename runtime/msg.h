@@ -70,6 +70,10 @@ bool eddy_json_parse_float(const json_t *value, double *out);
 /* Formats 'v' as JavaScript's String(v) does (shortest round trip, "NaN", "Infinity",
  * exponent forms past 1e21). 'buf' needs 32 bytes. Returns 'buf'. */
 char *eddy_format_number(double v, char *buf);
+/* JavaScript's length of UTF-8 text of 'len' bytes: UTF-16 code units. */
+size_t eddy_utf16_length(const char *s, size_t len);
+/* The value of hex digit 'c', or -1. */
+int eddy_hex_digit(int c);
 /* JavaScript's typeof-like name: "string", "number", "boolean", "object", "array", "null",
  * "undefined" (value NULL). */
 const char *eddy_json_type_name(const json_t *value);
@@ -108,6 +112,9 @@ typedef struct eddy_buf {
 } eddy_buf;
 void eddy_buf_add(eddy_buf *b, const char *s, size_t n);
 void eddy_buf_str(eddy_buf *b, const char *s);
+/* The whole file at 'path', NUL-terminated, its size in *len. NULL (errno set) if it
+ * cannot be read, or out of memory. Ownership: new, eddy_free. */
+char *eddy_read_file(const char *path, size_t *len);
 
 /* ---- JSON text ---- */
 
