@@ -33,11 +33,12 @@ struct es_state {
     const char *expected_version; /* path; "" = any */
     const char *body;             /* path of the body, "payload" by default */
     const char *body_format;      /* "json": a string body is JSON text; "value": as is */
+    const char *invalid;          /* path of a reason the flow found the input bad; "" = none */
 
     /* set up */
     eddy_store *store;
-    eddy_path stream_path, type_path, id_path, time_path, expected_path, body_path;
-    bool type_from_msg, body_is_text;
+    eddy_path stream_path, type_path, id_path, time_path, expected_path, body_path, invalid_path;
+    bool type_from_msg, body_is_text, has_invalid;
 
     /* run time */
     size_t waiting;   /* messages waiting for their commit */
@@ -78,6 +79,10 @@ static const eddy_prop es_props[] = {
      "json: a string body is JSON text (invalid text goes to $deadletter); value: any value is "
      "stored as it is",
      "|json|value|"},
+    {"invalid", EDDY_PROP_STR, "\"\"", false, offsetof(struct es_state, invalid),
+     "message property with the reason a flow found the input bad (validation): a non-empty "
+     "string there sends the event to $deadletter with that reason; empty: not used",
+     NULL},
     {0},
 };
 
@@ -104,7 +109,8 @@ static int es_paths(struct es_state *st, bool *has, eddy_err *err)
         (rc = parse_path(st->event_time, "eventTime", &st->time_path, &has[2], err)) ||
         (rc = parse_path(st->expected_version, "expectedVersion", &st->expected_path, &has[3],
                          err)) ||
-        (rc = parse_path(st->body, "body", &st->body_path, &body_set, err)))
+        (rc = parse_path(st->body, "body", &st->body_path, &body_set, err)) ||
+        (rc = parse_path(st->invalid, "invalid", &st->invalid_path, &st->has_invalid, err)))
         return rc;
     if (!stream_set)
         return eddy_err_set(err, EDDY_EINVAL, "stream: a message property is needed");
@@ -222,6 +228,13 @@ static void es_input(eddy_node *node, void *state, json_t *msg)
         json_t *tv = eddy_path_get(msg, &st->time_path);
         if (tv && !event_msg_time(tv, &ev.time))
             ev.invalid = "invalid event time";
+    }
+    if (st->has_invalid) {
+        /* The flow's own verdict (a validation step): kept in $deadletter with its reason,
+         * which lives in 'msg' until the append below has copied it. */
+        json_t *why = eddy_path_get(msg, &st->invalid_path);
+        if (json_is_string(why) && json_string_length(why) > 0)
+            ev.invalid = json_string_value(why);
     }
     if (*st->expected_version) {
         json_t *xv = eddy_path_get(msg, &st->expected_path);

@@ -136,12 +136,13 @@ typedef struct eddy_store_event {
                             ingest time */
     const char *data;    /* in: the body as JSON text (any JSON value), 'data_len' bytes */
     size_t data_len;     /* in */
-    const char *invalid; /* in: NULL, or why the caller found the event bad (static text,
-                            such as "invalid event time"): it goes to $deadletter */
+    const char *invalid; /* in: NULL, or why the caller found the event bad (such as "invalid
+                            event time"; must outlive the caller's use of 'reason'): it goes
+                            to $deadletter */
     int outcome;         /* out: eddy_store_outcome */
     uint64_t position;   /* out: WRITTEN, EXISTING, DEADLETTERED */
     int64_t version;     /* out: version in its stream (in $deadletter when DEADLETTERED) */
-    const char *reason;  /* out: DEADLETTERED: why (static text); NULL otherwise */
+    const char *reason;  /* out: DEADLETTERED: why (static text or 'invalid'); NULL otherwise */
     char made_id[40];    /* out: the generated id when 'id' was empty */
 } eddy_store_event;
 

@@ -244,6 +244,47 @@ static void test_body_formats_and_types(void)
     stop();
 }
 
+/* A validation step's verdict (msg.invalid) sends the event to $deadletter with that reason
+ * and the original body; a message without one is stored as usual. */
+static void test_flow_verdict_goes_to_dead_letters(void)
+{
+    start("[{\"id\":\"s\",\"type\":\"event-store\",\"stream\":\"payload.device\","
+          "\"eventId\":\"payload.id\",\"invalid\":\"invalid\",\"wires\":[[\"ok\"],[\"bad\"]]},"
+          "{\"id\":\"ok\",\"type\":\"helper\"},{\"id\":\"bad\",\"type\":\"helper\"}]");
+    send_json("s", "{\"payload\":{\"device\":\"d1\",\"id\":\"w1\",\"t\":\"hot\"},"
+                   "\"invalid\":\"temperature is not a number\"}");
+    send_json("s", "{\"payload\":{\"device\":\"d1\",\"id\":\"w2\",\"t\":21},\"invalid\":\"\"}");
+    eddy_harness_settle(h);
+    json_t *bad = eddy_harness_take(h, "bad");
+    CHECK_INT_EQ(json_array_size(bad), 1);
+    json_t *m = json_array_get(bad, 0);
+    CHECK_STR_EQ(json_string_value(json_object_get(m, "reason")), "temperature is not a number");
+    uint64_t dl = (uint64_t)json_integer_value(json_object_get(m, "deadletter"));
+    CHECK(dl > 0);
+    json_decref(bad);
+    json_t *ok = eddy_harness_take(h, "ok");
+    CHECK_INT_EQ(json_array_size(ok), 1);
+    json_decref(ok);
+
+    eddy_err err;
+    eddy_store_query q = {.stream = EDDY_STORE_DEADLETTER_STREAM};
+    eddy_store_iter *it = eddy_store_iter_open(st, &q, &err);
+    CHECK(it);
+    eddy_store_record rec;
+    CHECK_INT_EQ(eddy_store_iter_next(it, &rec, &err), 1);
+    CHECK_INT_EQ(rec.position, dl);
+    json_t *body = json_loadb(rec.data, rec.data_len, 0, NULL);
+    CHECK(body);
+    CHECK_STR_EQ(json_string_value(json_object_get(body, "reason")), "temperature is not a number");
+    CHECK_STR_EQ(json_string_value(json_object_get(body, "stream")), "d1");
+    CHECK_STR_EQ(json_string_value(json_object_get(body, "id")), "w1");
+    CHECK_CONTAINS(json_string_value(json_object_get(body, "original")), "\"t\":\"hot\"");
+    json_decref(body);
+    CHECK_INT_EQ(eddy_store_iter_next(it, &rec, &err), 0);
+    eddy_store_iter_close(it);
+    stop();
+}
+
 static void test_configuration_errors(void)
 {
     eddy_problems problems = {0};
@@ -273,6 +314,7 @@ static const check_test tests[] = {
     {"redelivery_is_stored_once", test_redelivery_is_stored_once},
     {"refused_and_dead_letters_leave_on_output_2", test_refused_and_dead_letters_leave_on_output_2},
     {"body_formats_and_types", test_body_formats_and_types},
+    {"flow_verdict_goes_to_dead_letters", test_flow_verdict_goes_to_dead_letters},
     {"configuration_errors", test_configuration_errors},
     {NULL, NULL}};
 
