@@ -1652,7 +1652,7 @@ static int store_append(eddy_store *st, const char *stream, int64_t expected,
     size_t valid = 0;
     for (size_t i = 0; i < count; i++) {
         prep_event(st, &events[i], &p[i]);
-        if (stream_bad)
+        if (stream_bad && !events[i].invalid) /* the caller's own verdict says more */
             p[i].bad = stream_bad;
         if (p[i].bad) {
             rc = deadletter(st, stream, &events[i], p[i].bad, ingest, err);

@@ -254,10 +254,14 @@ static void test_flow_verdict_goes_to_dead_letters(void)
     send_json("s", "{\"payload\":{\"device\":\"d1\",\"id\":\"w1\",\"t\":\"hot\"},"
                    "\"invalid\":\"temperature is not a number\"}");
     send_json("s", "{\"payload\":{\"device\":\"d1\",\"id\":\"w2\",\"t\":21},\"invalid\":\"\"}");
+    /* the verdict wins over the store's own complaint (no stream here) */
+    send_json("s", "{\"payload\":\"{\\\"device\",\"invalid\":\"not a JSON object\"}");
     eddy_harness_settle(h);
     json_t *bad = eddy_harness_take(h, "bad");
-    CHECK_INT_EQ(json_array_size(bad), 1);
-    json_t *m = json_array_get(bad, 0);
+    CHECK_INT_EQ(json_array_size(bad), 2);
+    json_t *m = json_array_get(bad, 1);
+    CHECK_STR_EQ(json_string_value(json_object_get(m, "reason")), "not a JSON object");
+    m = json_array_get(bad, 0);
     CHECK_STR_EQ(json_string_value(json_object_get(m, "reason")), "temperature is not a number");
     uint64_t dl = (uint64_t)json_integer_value(json_object_get(m, "deadletter"));
     CHECK(dl > 0);
@@ -280,6 +284,8 @@ static void test_flow_verdict_goes_to_dead_letters(void)
     CHECK_STR_EQ(json_string_value(json_object_get(body, "id")), "w1");
     CHECK_CONTAINS(json_string_value(json_object_get(body, "original")), "\"t\":\"hot\"");
     json_decref(body);
+    CHECK_INT_EQ(eddy_store_iter_next(it, &rec, &err), 1);
+    CHECK_CONTAINS(rec.data, "not a JSON object");
     CHECK_INT_EQ(eddy_store_iter_next(it, &rec, &err), 0);
     eddy_store_iter_close(it);
     stop();
