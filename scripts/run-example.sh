@@ -4,7 +4,8 @@
 # glasshouse device simulator, and eddy in the foreground. Ctrl-C stops all three.
 #
 # Settings (environment): FLOW, DATA, PORT (editor port), MQTT_PORT (1883), DEVICES (5),
-# RATE (readings per second per device, 1), SIM=0 to run without the simulator.
+# RATE (readings per second per device, 1), TIME_SCALE (simulated time runs this many times
+# faster, 1), SIM=0 to run without the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOW=${FLOW:-flows/glasshouse.json}
@@ -13,6 +14,7 @@ PORT=${PORT:-1880}
 export MQTT_PORT=${MQTT_PORT:-1883}
 DEVICES=${DEVICES:-5}
 RATE=${RATE:-1}
+TIME_SCALE=${TIME_SCALE:-1}
 SIM=${SIM:-1}
 build=${BUILD:-build}
 logs="$build/run-logs"
@@ -39,11 +41,14 @@ else
     echo "run: started mosquitto on 127.0.0.1:$MQTT_PORT (log: $logs/mosquitto.log)"
 fi
 
+# Each seed flow has its simulator: flows/NAME.json goes with examples/NAME-sim.
+sim="$(basename "$FLOW" .json)-sim"
+[ -x "$build/examples/$sim" ] || SIM=0
 if [ "$SIM" != 0 ]; then
-    "$build/examples/glasshouse-sim" --port "$MQTT_PORT" --devices "$DEVICES" --rate "$RATE" \
-        >"$logs/simulator.log" 2>&1 &
+    "$build/examples/$sim" --port "$MQTT_PORT" --devices "$DEVICES" --rate "$RATE" \
+        --time-scale "$TIME_SCALE" >"$logs/simulator.log" 2>&1 &
     pids+=($!)
-    echo "run: simulating $DEVICES glasshouse device(s) at $RATE reading(s)/s (log: $logs/simulator.log)"
+    echo "run: $sim plays $DEVICES device(s) at $RATE message(s)/s (log: $logs/simulator.log)"
 fi
 
 echo "run: the editor will be on http://127.0.0.1:$PORT/ (flows deployed there are kept in $DATA/flows.json)"

@@ -6,7 +6,8 @@
  *    "ts":1795449600000,"temperature":24.31,"humidity":61.2}
  *
  * The temperature drifts toward a target: a slow wave (the weather), plus hot spells in one
- * glasshouse in five (gh-002, gh-007, ...) and cold spells in another (gh-004, gh-009, ...),
+ * glasshouse in five (gh-002, gh-007, ...) and cold spells in another (gh-004, gh-009, ...)
+ * every 20 minutes from the start,
  * minus 10 C while the vent is open, plus 10 C while the heater is on. So the flow's alerts
  * raise, its commands open the vent or start the heater, the temperature answers, and the
  * alerts clear. Some readings are bad on purpose, for the flow's validation: a temperature
@@ -40,7 +41,7 @@ typedef struct gh_device {
 typedef struct gh_house {
     int devices;
     int faults;     /* sim_opts.faults */
-    int64_t run_id; /* makes event ids unique per run */
+    int64_t run_id; /* simulated time of the first reading: the run's start, in event ids */
     gh_device device[];
 } gh_house;
 
@@ -59,16 +60,18 @@ static void gh_destroy(void *devices)
     free(devices);
 }
 
-/* The temperature the glasshouse would settle at now: weather, spells, vent, heater. */
-static double target_temperature(int d, const gh_device *dev, int64_t now)
+/* The temperature the glasshouse would settle at 'elapsed' ms (simulated) into the run:
+ * weather, spells, vent, heater. Spells recur every 20 minutes from the start, so a short
+ * run sees them: gh-002's glasshouse runs hot in minutes 0-8, gh-004's cold in 3-11. */
+static double target_temperature(int d, const gh_device *dev, int64_t elapsed)
 {
-    double weather = 20.0 + 5.0 * sin(2 * PI * (double)now / 1800000.0 + d * 0.7);
-    long minute = (long)((now / 60000 + d * 3) % 20); /* spells recur every 20 minutes */
+    double weather = 21.0 + 4.0 * sin(2 * PI * (double)elapsed / 1800000.0 + d * 0.7);
+    long minute = (long)((elapsed / 60000) % 20);
     double spell = 0;
     if (d % 5 == 2 && minute < 8)
-        spell = 12.0;
-    else if (d % 5 == 4 && minute >= 10 && minute < 18)
-        spell = -14.0;
+        spell = 14.0;
+    else if (d % 5 == 4 && minute >= 3 && minute < 11)
+        spell = -16.0;
     return weather + spell + (dev->vent_open ? -10.0 : 0.0) + (dev->heater_on ? 10.0 : 0.0);
 }
 
@@ -78,7 +81,7 @@ static void gh_next(void *devices, int d, long seq, int64_t now, sim_message *m)
     gh_device *dev = &h->device[d - 1];
     if (!h->run_id)
         h->run_id = now;
-    double target = target_temperature(d, dev, now);
+    double target = target_temperature(d, dev, now - h->run_id);
     if (!dev->last) {
         dev->temperature = target;
     } else {
