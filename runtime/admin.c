@@ -194,6 +194,15 @@ static int load_settings(eddy_admin *a, const char *file, eddy_err *err)
                                     "%s: adminAuth user %zu needs a username and a password "
                                     "hash (bcrypt, as `node-red admin hash-pw` makes)",
                                     file, i + 1);
+            /* Node-RED also takes lists of scopes ("flows.read", ...); eddy knows the two
+             * levels its routes have, and refuses the rest rather than guess. */
+            json_t *perm = json_object_get(u, "permissions");
+            const char *p = json_string_value(perm);
+            if (perm && !(p && (!strcmp(p, "*") || !strcmp(p, "read") || !strcmp(p, "*.read"))))
+                return eddy_err_set(err, EDDY_EINVAL,
+                                    "%s: adminAuth user %zu ('%s'): permissions must be \"*\" "
+                                    "or \"read\"",
+                                    file, i + 1, str_or(u, "username", ""));
         }
     }
     json_t *len = json_object_get(a->settings, "debugMaxLength");
@@ -1342,17 +1351,22 @@ static int post_revoke(eddy_http_req *req, void *data)
     return EDDY_HTTP_DONE;
 }
 
-static bool token_valid(const char *token, void *data)
+/* What a token allows: its user's permissions, as Node-RED reads them ("*" everything;
+ * "read" or "*.read" only reading; an array of scopes allows writing when one of them
+ * does). Editor routes that change something carry EDDY_HTTP_WRITE. */
+static int token_allows(const char *token, void *data)
 {
     eddy_admin *a = data;
     json_t *t = json_object_get(a->tokens, token);
     if (!t)
-        return false;
+        return EDDY_HTTP_AUTH_NONE;
     if (json_integer_value(json_object_get(t, "expires")) < eddy_loop_wall(a->loop) / 1000) {
         json_object_del(a->tokens, token);
-        return false;
+        return EDDY_HTTP_AUTH_NONE;
     }
-    return true;
+    const char *p = str_or(t, "permissions", "*");
+    return strcmp(p, "read") == 0 || strcmp(p, "*.read") == 0 ? EDDY_HTTP_AUTH_READ
+                                                              : EDDY_HTTP_AUTH_WRITE;
 }
 
 /* ---- set-up ---- */
@@ -1372,16 +1386,16 @@ static const route routes[] = {{"GET", "", EDDY_HTTP_PUBLIC, get_index},
                                {"GET", "icons/*", EDDY_HTTP_PUBLIC, get_icon},
                                {"GET", "settings", 0, get_settings},
                                {"GET", "settings/user", 0, get_user_settings},
-                               {"POST", "settings/user", 0, post_user_settings},
+                               {"POST", "settings/user", EDDY_HTTP_WRITE, post_user_settings},
                                {"GET", "plugins", 0, get_plugins},
                                {"GET", "plugins/messages", 0, get_empty_object},
                                {"GET", "nodes", 0, get_nodes},
                                {"GET", "nodes/messages", 0, get_empty_object},
                                {"GET", "icons", 0, get_icons},
                                {"GET", "flows", 0, get_flows},
-                               {"POST", "flows", 0, post_flows},
-                               {"POST", "inject/*", 0, post_inject},
-                               {"POST", "debug/*", 0, post_debug},
+                               {"POST", "flows", EDDY_HTTP_WRITE, post_flows},
+                               {"POST", "inject/*", EDDY_HTTP_WRITE, post_inject},
+                               {"POST", "debug/*", EDDY_HTTP_WRITE, post_debug},
                                {"GET", "credentials/*", 0, get_credentials},
                                {"GET", "context/*", 0, get_context},
                                {"GET", "library/*", 0, get_empty_list},
@@ -1447,7 +1461,7 @@ eddy_admin *eddy_admin_new(eddy_loop *loop, eddy_engine *engine, const eddy_regi
         goto fail;
     }
     if (json_object_get(a->settings, "adminAuth"))
-        eddy_http_set_auth(a->http, token_valid, a);
+        eddy_http_set_auth(a->http, token_allows, a);
     eddy_engine_hooks hooks = {.on_status = on_status,
                                .on_uncaught = on_uncaught,
                                .on_warn = on_warn,

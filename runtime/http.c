@@ -768,17 +768,18 @@ static bool route_matches(const route *r, const eddy_http_req *req, const char *
     return strcmp(req->path, r->pattern) == 0;
 }
 
-static bool authorized(eddy_http *http, const eddy_http_req *req)
+/* What the request's bearer token allows (EDDY_HTTP_AUTH_*). */
+static int token_allows(eddy_http *http, const eddy_http_req *req)
 {
     if (!http->check)
-        return true;
+        return EDDY_HTTP_AUTH_WRITE;
     const char *a = eddy_http_req_header(req, "authorization");
     if (!a || strncasecmp(a, "Bearer ", 7) != 0)
-        return false;
+        return EDDY_HTTP_AUTH_NONE;
     a += 7;
     while (*a == ' ')
         a++;
-    return *a && http->check(a, http->check_data);
+    return *a ? http->check(a, http->check_data) : EDDY_HTTP_AUTH_NONE;
 }
 
 /* Hands a complete request to its route, the static folders or a 404. */
@@ -808,9 +809,17 @@ static void dispatch(eddy_http *http, eddy_http_req *req)
         const char *rest;
         if (!route_matches(r, req, &rest))
             continue;
-        if (!(r->flags & EDDY_HTTP_PUBLIC) && !authorized(http, req)) {
-            eddy_http_reply_error(req, 401, "unauthorized", "a valid access token is required");
-            return;
+        if (!(r->flags & EDDY_HTTP_PUBLIC)) {
+            int allows = token_allows(http, req);
+            if (allows == EDDY_HTTP_AUTH_NONE) {
+                eddy_http_reply_error(req, 401, "unauthorized", "a valid access token is required");
+                return;
+            }
+            if ((r->flags & EDDY_HTTP_WRITE) && allows != EDDY_HTTP_AUTH_WRITE) {
+                eddy_http_reply_error(req, 401, "unauthorized",
+                                      "this user's permission is read-only");
+                return;
+            }
         }
         req->rest = rest;
         /* The form body is parsed on the way in so that handlers see one set of params. */
@@ -1132,7 +1141,8 @@ static void client_message(comms_client *cl, const char *text, size_t len)
     json_t *sub = json_object_get(msg, "subscribe");
     if (auth) {
         bool ok = !http->check ||
-                  (json_is_string(auth) && http->check(json_string_value(auth), http->check_data));
+                  (json_is_string(auth) &&
+                   http->check(json_string_value(auth), http->check_data) != EDDY_HTTP_AUTH_NONE);
         const char *reply = ok ? "{\"auth\":\"ok\"}" : "{\"auth\":\"fail\"}";
         client_queue(cl, reply, strlen(reply));
         if (ok) {

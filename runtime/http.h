@@ -45,6 +45,7 @@ typedef int (*eddy_http_handler)(eddy_http_req *req, void *data);
 
 /* Route flags. */
 #define EDDY_HTTP_PUBLIC 0x01u /* reachable without a token when auth is on */
+#define EDDY_HTTP_WRITE  0x02u /* changes something: with auth on, the token must allow writing */
 
 /* Adds a route. 'method' is "GET", "POST", "PUT", "DELETE" or "*". 'pattern' is a path
  * without the leading slash: "flows" matches exactly that; "inject/\*" (written without
@@ -98,11 +99,17 @@ int eddy_http_add_header(eddy_http_req *req, const char *name, const char *value
 
 /* ---- authentication ---- */
 
+/* What a token allows: 'check' answers one of these. */
+#define EDDY_HTTP_AUTH_NONE  0 /* unknown or expired */
+#define EDDY_HTTP_AUTH_READ  1 /* read-only (Node-RED's permission "read") */
+#define EDDY_HTTP_AUTH_WRITE 2 /* everything ("*") */
+
 /* When set, every route without EDDY_HTTP_PUBLIC needs "Authorization: Bearer <token>"
- * that 'check' accepts (else 401 with {"code":"unauthorized"}), and a /comms client must
- * send {"auth":"<token>"} first (answered {"auth":"ok"} or {"auth":"fail"}; nothing is
+ * that 'check' accepts, and routes with EDDY_HTTP_WRITE a token that allows writing (else
+ * 401 with {"code":"unauthorized"}, as Node-RED answers both); a /comms client must send
+ * {"auth":"<token>"} first (answered {"auth":"ok"} or {"auth":"fail"}; nothing is
  * delivered to it before "ok"). NULL switches it off. */
-typedef bool (*eddy_http_token_check)(const char *token, void *data);
+typedef int (*eddy_http_token_check)(const char *token, void *data);
 void eddy_http_set_auth(eddy_http *http, eddy_http_token_check check, void *data);
 
 /* ---- /comms: publish/subscribe for the editor ---- */

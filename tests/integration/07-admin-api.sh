@@ -496,7 +496,8 @@ stop_eddy
 # --- login
 hash=$("$hash_pw" 'open sesame')
 cat >"$work/settings.json" <<JSON
-{"adminAuth":{"type":"credentials","users":[{"username":"admin","password":"$hash","permissions":"*"}]},
+{"adminAuth":{"type":"credentials","users":[{"username":"admin","password":"$hash","permissions":"*"},
+                                              {"username":"viewer","password":"$hash","permissions":"read"}]},
  "credentialSecret":"a secret for the tests"}
 JSON
 start_eddy --data "$work/data-auth" --settings "$work/settings.json"
@@ -542,6 +543,29 @@ req GET flows -H "Authorization: Bearer $token"
 expect_status "auth: a revoked token: 401" 401
 req GET flows -H "Authorization: Bearer $token2"
 expect_status "auth: revoking one token keeps the other" 200
+# A user with permission "read" sees everything and changes nothing (Node-RED answers 401).
+login viewer 'open sesame'
+expect_status "auth/token: the read-only user: 200" 200
+viewer=$(jq -r .access_token <<<"$body")
+req GET settings -H "Authorization: Bearer $viewer"
+expect_jq "read-only: settings say so (the editor hides deploy)" "$body" '.user.permissions == "read"'
+req GET flows -H "Authorization: Bearer $viewer"
+expect_status "read-only: flows can be read" 200
+rev_before=$(jq -r .rev <<<"$body")
+deploy '{"flows":[]}' full -H "Authorization: Bearer $viewer"
+expect_status "read-only: deploy refused: 401" 401
+req GET flows -H "Authorization: Bearer $token2"
+expect_eq "read-only: the flows did not change" "$(jq -r .rev <<<"$body")" "$rev_before"
+req POST inject/x -H "Authorization: Bearer $viewer"
+expect_status "read-only: inject refused: 401" 401
+req POST debug/x/disable -H "Authorization: Bearer $viewer"
+expect_status "read-only: debug switch refused: 401" 401
+req POST settings/user -H "Authorization: Bearer $viewer" -H 'Content-Type: application/json' --data '{}'
+expect_status "read-only: user settings refused: 401" 401
+"$comms" --token "$viewer" --until '"auth":"ok"' "$port" >"$work/c.viewer" 2>&1 &&
+    pass "read-only: /comms accepts the token" || fail "read-only: /comms accepts the token" "$(cat "$work/c.viewer")"
+req POST auth/revoke -H "Authorization: Bearer $viewer" --data-urlencode "token=$viewer"
+expect_status "read-only: may log out" 200
 login nobody 'open sesame'
 expect_status "auth/token: an unknown user: 403" 403
 for i in 2 3 4 5; do
@@ -556,6 +580,13 @@ req GET flows -H "Authorization: Bearer $token2"
 expect_status "auth: tokens still work during the lock" 200
 stop_eddy
 expect_contains "auth: failed logins are logged" "$(cat "$log")" "failed login for user 'nobody'"
+# Node-RED's lists of scopes are refused at start rather than guessed at.
+sed 's/"permissions":"read"/"permissions":["flows.read"]/' "$work/settings.json" >"$work/settings-scopes.json"
+out=$(timeout 10 "$eddy" run --port 0 --data "$work/data-auth" --settings "$work/settings-scopes.json" 2>&1)
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && pass "permission scopes: eddy refuses to start" ||
+    fail "permission scopes: eddy refuses to start" "rc $rc"
+expect_contains "permission scopes: the error names the user" "$out" "user 2 ('viewer'): permissions must be"
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -378,16 +378,20 @@ static int h_big(eddy_http_req *req, void *data)
     return EDDY_HTTP_DONE;
 }
 
-static bool check_token(const char *token, void *data)
+/* "tok" may do everything, "ro" only read. */
+static int check_token(const char *token, void *data)
 {
-    return strcmp(token, data) == 0;
+    if (strcmp(token, data) == 0)
+        return EDDY_HTTP_AUTH_WRITE;
+    return strcmp(token, "ro") == 0 ? EDDY_HTTP_AUTH_READ : EDDY_HTTP_AUTH_NONE;
 }
 
 static void add_routes(void)
 {
     CHECK_INT_EQ(eddy_http_route(http, "GET", "", 0, h_text, "root"), EDDY_OK);
     CHECK_INT_EQ(eddy_http_route(http, "GET", "flows", 0, h_text, "flows"), EDDY_OK);
-    CHECK_INT_EQ(eddy_http_route(http, "POST", "flows", 0, h_text, "deploy"), EDDY_OK);
+    CHECK_INT_EQ(eddy_http_route(http, "POST", "flows", EDDY_HTTP_WRITE, h_text, "deploy"),
+                 EDDY_OK);
     CHECK_INT_EQ(eddy_http_route(http, "*", "echo/*", 0, h_echo, NULL), EDDY_OK);
     CHECK_INT_EQ(eddy_http_route(http, "*", "echo", 0, h_echo, NULL), EDDY_OK);
     CHECK_INT_EQ(eddy_http_route(http, "GET", "first/*", 0, h_text, "first"), EDDY_OK);
@@ -768,6 +772,18 @@ static void test_auth_routes(void)
     resp_free(&r);
     request(&r, "GET", "/open", NULL, NULL);
     CHECK_INT_EQ(r.status, 200);
+    resp_free(&r);
+    /* a read-only token reads, and is refused where a route writes */
+    request(&r, "GET", "/flows", "Authorization: Bearer ro\r\n", NULL);
+    CHECK_INT_EQ(r.status, 200);
+    resp_free(&r);
+    request(&r, "POST", "/flows", "Authorization: Bearer ro\r\n", "[]");
+    CHECK_INT_EQ(r.status, 401);
+    CHECK_CONTAINS(r.body, "read-only");
+    resp_free(&r);
+    request(&r, "POST", "/flows", "Authorization: Bearer tok\r\n", "[]");
+    CHECK_INT_EQ(r.status, 200);
+    CHECK_STR_EQ(r.body, "deploy");
     resp_free(&r);
     eddy_http_set_auth(http, NULL, NULL);
     request(&r, "GET", "/flows", NULL, NULL);
