@@ -62,7 +62,7 @@ start_eddy() {
     local flow=$1
     shift
     local mark
-    mark=$(wc -l <"$work/eddy.log" 2>/dev/null || echo 0)
+    mark=$(cat "$work/eddy.log" 2>/dev/null | wc -l)
     "$eddy" run "$flow" --port 0 --data "$work/data" "$@" >>"$work/eddy.log" 2>&1 &
     eddy_pid=$!
     pids+=("$eddy_pid")
