@@ -143,7 +143,8 @@ expect_eq "no feeder got more than 6 portions a day" \
     "$(jq '[.[].count] | max <= 6' "$work/per-day.model")" true
 
 stop_eddy
-if grep -E ' error ' "$work/eddy.log" | grep -v 'went to \$deadletter' >"$work/errors"; then
+expect_eq "eddy exited cleanly" "$?" 0
+if grep -E ' error |Sanitizer|runtime error' "$work/eddy.log" | grep -v 'went to \$deadletter' >"$work/errors"; then
     fail "eddy logged errors" "$(head -5 "$work/errors")"
 else
     pass "no errors in eddy's log"
