@@ -8,16 +8,18 @@
  *                             "ts":1795452000000,"grams":11.4}
  *
  * Time is the feeder's own: message 'seq' of a device is at the run's start plus 'seq'
- * slots of --time-scale * 1000 / --rate simulated ms (one slot per message turn). So the
- * presses of a run depend only on --seed and the options, not on how fast the flow
- * answers: the same seed gives the same presses at the same simulated times. In a slot a
- * feeder publishes a press (when the cat presses), else a bowl weight when one is due
- * (every 20 simulated minutes), else nothing. The cats of cf-002, cf-007, ... are greedy:
- * they press several times an hour from 06:00 to 22:00 UTC, so the flow's daily limit and
- * minimum gap refuse most of their presses. The others press around meal times (06-08 and
- * 17-19 UTC) and now and then otherwise. Some messages are bad on purpose, for the flow's
- * validation: no deviceId, a time or weight that is not a number, JSON cut short (not with
- * --no-faults).
+ * slots of --time-scale * 1000 / --rate simulated ms (one slot per message turn), and the
+ * cats' day starts at 06:00 when the simulator starts. So the messages of a run depend only
+ * on --seed and the options, not on the time of day or on how fast the flow answers: the
+ * same seed gives the same presses at the same offsets from the start (only the UTC days
+ * the flow counts portions in fall elsewhere). In a slot a feeder publishes a press (when
+ * the cat presses), else a bowl weight when one is due (every 20 simulated minutes), else
+ * nothing. The cats of cf-002, cf-007, ... are greedy: they press several times an hour
+ * from 06:00 to 22:00 and twice an hour at night, so the flow's daily limit and minimum gap
+ * refuse most of their presses. The others press around meal times (06-08 and 17-19) and
+ * now and then otherwise. Some messages are bad on purpose, for the flow's validation: no
+ * deviceId or another feeder's, a time or weight that is not a number, JSON cut short (not
+ * with --no-faults).
  *
  * Commands: catfeeder/<deviceId>/actuator/dispenser/set with command "dispense" and the
  * portion in grams as value; the dispenser drops it into the bowl (the cat eats it, half a
@@ -80,11 +82,11 @@ static void cf_destroy(void *devices)
     free(devices);
 }
 
-/* How often the cat of feeder 'd' presses at UTC hour 'hour', per hour. */
+/* How often the cat of feeder 'd' presses at hour 'hour' of its day, per hour. */
 static double presses_per_hour(int d, int hour)
 {
     if (d % 5 == 2) /* greedy */
-        return hour >= 6 && hour < 22 ? 6.0 : 1.0;
+        return hour >= 6 && hour < 22 ? 6.0 : 2.0;
     if ((hour >= 6 && hour < 8) || (hour >= 17 && hour < 19))
         return 3.0;
     return 0.25;
@@ -106,7 +108,7 @@ static void cf_next(void *devices, int d, long seq, int64_t now, sim_message *m)
      * does not depend on what the bowl holds, which depends on when commands came. */
     double u = sim_random();
     double noise = sim_gauss();
-    int hour = (int)((ts / HOUR_MS) % 24);
+    int hour = (int)((6 + (ts - f->run_id) / HOUR_MS) % 24);
     double p = 1.0 - exp(-presses_per_hour(d, hour) * f->slot_ms / (double)HOUR_MS);
 
     char dev_field[32], ts_text[32], grams_text[32];
@@ -125,14 +127,16 @@ static void cf_next(void *devices, int d, long seq, int64_t now, sim_message *m)
     }
     long n = dev->messages++;
     bool bad = f->faults && n % FAULT_EVERY == 11;
-    int fault = (int)((n / FAULT_EVERY) % 3);
+    int fault = (int)((n / FAULT_EVERY) % 4);
     if (bad) {
         m->kind = CF_BAD;
         if (fault == 0)
             dev_field[0] = '\0'; /* no deviceId */
-        else if (press)
+        else if (fault == 1)
             snprintf(ts_text, sizeof(ts_text), "\"soon\"");
-        else
+        else if (fault == 3 && press)
+            snprintf(dev_field, sizeof(dev_field), "\"deviceId\":\"cf-%03d\",", d + 1);
+        else if (fault == 3)
             snprintf(grams_text, sizeof(grams_text), "\"n/a\"");
     }
     snprintf(m->topic, sizeof(m->topic), "catfeeder/cf-%03d/%s", d, press ? "button" : "bowl");
