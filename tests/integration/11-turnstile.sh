@@ -2,10 +2,12 @@
 # 11-turnstile: the turnstile seed flow (flows/turnstile.json, unchanged) end to end with its
 # simulator on a real mosquitto and real LMDB files. The simulator plays 3 gates in 2 zones
 # (gate-01 and gate-02 in zone-1, gate-03 in zone-2) for about an hour of simulated time
-# (a 5-second slot per gate, 100 slots a second), with deliberately bad messages; gate-02's
-# turnstile jams 20 simulated minutes in. In the middle eddy is stopped (SIGTERM) and
-# started again: the occupancy counter learns its counts back from the log, and the
-# windows' half-built state comes back from the store. Then:
+# (a 5-second slot per gate, 60 slots a second), with deliberately bad messages; gate-02's
+# turnstile jams 20 simulated minutes in. Once eddy has reset it, eddy is stopped (SIGTERM)
+# and started again: the occupancy counter learns its counts back from the log, and the
+# windows' half-built state comes back from the store. (Stopping before the reset would
+# let the jam run on in simulated time while eddy is away, 5 simulated minutes per wall
+# second, and under load the alert might not clear before the run ends.) Then:
 # - every valid rotation and camera count is in its gate's stream exactly once, every bad
 #   one in $deadletter with the validation's reason;
 # - every rotation was counted once (one OccupancyChanged each), and the occupancy read
@@ -29,14 +31,16 @@ count_type() { # type [stream]
 
 start_broker
 start_eddy "$flow"
-"$build_dir/examples/turnstile-sim" --port "$MQTT_PORT" --devices 3 --rate 100 \
-    --time-scale 500 --count "$messages" --seed 7 >"$work/sim.json" 2>"$work/sim.log" &
+"$build_dir/examples/turnstile-sim" --port "$MQTT_PORT" --devices 3 --rate 60 \
+    --time-scale 300 --count "$messages" --seed 7 >"$work/sim.json" 2>"$work/sim.log" &
 sim=$!
 pids+=("$sim")
 
-# The restart: once a third of the rotations are counted.
-third() { [ "$(count_type OccupancyChanged occupancy)" -ge 250 ]; }
-wait_until 30 third || fail "rotations were not counted"
+# The restart: once gate-02's jam is reset, with about half the rotations counted.
+acked() { "$eddy" events read --data "$work/data" --stream actuator-gate-02 2>/dev/null |
+    grep -c 'ActuatorAcknowledged.*"actuatorId":"arm".*"state":"free"'; }
+reset_done() { [ "$(acked)" -ge 1 ]; }
+wait_until 30 reset_done || fail "gate-02 was not reset"
 stop_eddy
 status=$?
 expect_eq "eddy stopped cleanly with $(count_type OccupancyChanged occupancy) rotations counted" \
@@ -95,9 +99,6 @@ if malfunctions gate-02 | head -1 | grep -q '"state":"raised"'; then
 else
     fail "gate-02 raised no malfunction alert" "$(malfunctions gate-02 | head -2)"
 fi
-acked() { "$eddy" events read --data "$work/data" --stream actuator-gate-02 |
-    grep -c 'ActuatorAcknowledged.*"actuatorId":"arm".*"state":"free"'; }
-wait_until 10 eval '[ "$(acked)" -ge 1 ]'
 expect_eq "gate-02's reset acknowledged by the gate" "$(acked)" 1
 expect_eq "gate-02's alert cleared after the reset" \
     "$(malfunctions gate-02 | sed -n 2p | grep -c '"state":"cleared"')" 1
