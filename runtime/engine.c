@@ -19,6 +19,7 @@
 #include "log.h"
 #include "mem.h"
 #include "node_int.h"
+#include "store.h"
 
 #define DEFAULT_QUEUE_LIMIT 65536
 #define DEFAULT_BATCH       1024
@@ -1334,14 +1335,25 @@ static void wait_for_closes(eddy_engine *e)
 }
 
 /* Lets what is in flight reach its destination first, within a bound (a flow with a loop
- * in it could otherwise keep the queue full forever). */
+ * in it could otherwise keep the queue full forever). What the event store holds until its
+ * commit (event-store nodes send on only then) is in flight too: the group commits here,
+ * while every node still takes input, and its messages are drained like the rest. A commit
+ * left to a node's close would release the acknowledgements of the input (MQTT) while the
+ * nodes downstream, closed already, drop what it sends. */
 static void drain_before_stop(eddy_engine *e)
 {
     size_t budget = e->opts.queue_limit * STOP_DRAIN_FACTOR;
-    while (e->ring_len > 0 && budget > 0) {
-        size_t before = e->ring_len;
-        engine_work(e->loop, e);
-        budget -= before < budget ? before : budget;
+    for (;;) {
+        while (e->ring_len > 0 && budget > 0) {
+            size_t before = e->ring_len;
+            engine_work(e->loop, e);
+            budget -= before < budget ? before : budget;
+        }
+        if (!e->opts.store || budget == 0)
+            return;
+        eddy_store_commit(e->opts.store, NULL);
+        if (e->ring_len == 0)
+            return;
     }
 }
 

@@ -56,7 +56,9 @@ void eddy_engine_set_store(eddy_engine *engine, struct eddy_store *store);
  * closed and the problems are listed; the engine is then idle. */
 int eddy_engine_start(eddy_engine *engine, eddy_flow *flow, eddy_problems *problems);
 /* Closes every node (waiting for asynchronous closes) and drops queued messages of the
- * stopped flow (counted in eddy_engine_stats.dropped_on_stop). */
+ * stopped flow (counted in eddy_engine_stats.dropped_on_stop). Before any node closes, the
+ * run queue is drained (within a bound) and the event store's open group committed, so the
+ * messages event-store nodes held for that commit reach the rest of the flow too. */
 void eddy_engine_stop(eddy_engine *engine);
 bool eddy_engine_running(const eddy_engine *engine);
 

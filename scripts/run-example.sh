@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs an example flow the way `make run` promises: a local MQTT broker (mosquitto with
-# eddy's configuration, started only if nothing listens on 127.0.0.1:$MQTT_PORT), the
-# glasshouse device simulator, and eddy in the foreground. Ctrl-C stops all three.
+# eddy's configuration, started only if nothing listens on 127.0.0.1:$MQTT_PORT), the flow's
+# device simulator (flows/NAME.json goes with build/examples/NAME-sim; examples/README.md),
+# and eddy in the foreground. Ctrl-C stops all three.
 #
 # Settings (environment): FLOW, DATA, PORT (editor port), MQTT_PORT (1883), DEVICES (5),
 # RATE (readings per second per device, 1), TIME_SCALE (simulated time runs this many times

@@ -222,6 +222,8 @@ static void on_message(struct mosquitto *mosq, void *data, const struct mosquitt
     const char *command = json_string_value(json_object_get(cmd, "command"));
     c.command = command ? command : "";
     c.value = json_object_get(cmd, "value");
+    const char *corr = json_string_value(json_object_get(cmd, "correlationId"));
+    c.correlation_id = corr ? corr : "";
     char state[64] = "";
     bool ignored = r->o.ignore > 0 && sim_random() < r->o.ignore;
     if (!ignored && r->sc->command(r->devices, &c, sim_now(r), state, sizeof(state)) == 0)

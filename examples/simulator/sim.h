@@ -40,10 +40,12 @@ typedef struct sim_message {
 /* An actuator command, as the actuator node publishes it on
  * <app>/<deviceId>/actuator/<actuatorId>/set (the ids come from the topic). */
 typedef struct sim_command {
-    const char *device;   /* topic level 2 */
-    const char *actuator; /* topic level 4 */
-    const char *command;  /* payload.command ("" if missing) */
-    json_t *value;        /* payload.value (borrowed; NULL if missing) */
+    const char *device;         /* topic level 2 */
+    const char *actuator;       /* topic level 4 */
+    const char *command;        /* payload.command ("" if missing) */
+    json_t *value;              /* payload.value (borrowed; NULL if missing) */
+    const char *correlation_id; /* payload.correlationId ("" if missing): the same id again
+                                 * is the same command, published again after a restart */
 } sim_command;
 
 typedef struct sim_scenario {

@@ -15,6 +15,29 @@ const FLOWS = [
       wires: [] },
 ];
 
+// Nodes as Node-RED exports them: without the properties eddy adds (delay's maxQueue, join's
+// maxGroups and maxParts, the broker's outQueueLimit, outQueueBytes, reconnectMin and
+// reconnectMax). eddy's editor must show them valid; the runtime takes its defaults.
+const NODE_RED_EXPORT = [
+    { id: 'f2', type: 'tab', label: 'Exported', disabled: false, info: '' },
+    { id: 'b1', type: 'mqtt-broker', name: '', broker: '127.0.0.1', port: '1', clientid: '',
+      autoConnect: true, usetls: false, protocolVersion: '4', keepalive: '60', cleansession: true,
+      autoUnsubscribe: true, birthTopic: '', birthQos: '0', birthRetain: 'false', birthPayload: '',
+      closeTopic: '', closeQos: '0', closeRetain: 'false', closePayload: '', willTopic: '',
+      willQos: '0', willRetain: 'false', willPayload: '', sessionExpiry: '' },
+    { id: 'm1', type: 'mqtt in', z: 'f2', name: '', topic: 'a/b', qos: '1', datatype: 'auto-detect',
+      broker: 'b1', nl: false, rap: true, rh: 0, inputs: 0, x: 120, y: 80, wires: [['d1']] },
+    { id: 'd1', type: 'delay', z: 'f2', name: '', pauseType: 'delay', timeout: '5',
+      timeoutUnits: 'seconds', rate: '1', nbRateUnits: '1', rateUnits: 'second', randomFirst: '1',
+      randomLast: '5', randomUnits: 'seconds', drop: false, allowrate: false, outputs: 1,
+      x: 280, y: 80, wires: [['j1']] },
+    { id: 'j1', type: 'join', z: 'f2', name: '', mode: 'custom', build: 'array',
+      property: 'payload', propertyType: 'msg', key: 'topic', joiner: '\\n', joinerType: 'str',
+      useparts: false, accumulate: false, timeout: '', count: '2', reduceRight: false,
+      reduceExp: '', reduceInit: '', reduceInitType: '', reduceFixup: '', x: 430, y: 80,
+      wires: [[]] },
+];
+
 // Types every target serves; eddy also serves its Lua types from nodes/lua.
 const TYPES = ['inject', 'debug', 'change', 'switch', 'mqtt in', 'mqtt out'];
 const EDDY_TYPES = ['dew point'];
@@ -61,6 +84,18 @@ r.runCases([
         await tray.locator('#node-input-temperature').waitFor({ state: 'attached' });
         await tray.locator('#node-dialog-ok').click();
         await tray.waitFor({ state: 'detached' });
+        assert.deepStrictEqual(page.errors, []);
+    })],
+    ['a flow exported by Node-RED shows every node valid', (browser) => r.withRuntime({ flows: NODE_RED_EXPORT }, async (rt) => {
+        const page = await r.openEditor(browser, rt);
+        const invalid = await page.evaluate(() => {
+            const bad = [];
+            const check = (n) => { if (!n.valid) bad.push(`${n.type} ${n.id}: ${JSON.stringify(n.validationErrors)}`); };
+            RED.nodes.eachNode(check);
+            RED.nodes.eachConfig(check);
+            return bad;
+        });
+        assert.deepStrictEqual(invalid, []);
         assert.deepStrictEqual(page.errors, []);
     })],
 ]);

@@ -54,7 +54,9 @@ wait "$pid"
 rc=$?
 check "run glasshouse with MQTT, then SIGTERM" "$rc"
 grep -q "stopped cleanly" "$work/vg.log" || { fails=$((fails + 1)); echo "FAIL clean stop under valgrind"; cat "$work/vg.log"; }
-grep -q "stream 'gh-002' went to \$deadletter: temperature" "$work/vg.log" || { fails=$((fails + 1)); echo "FAIL no MQTT reading went through the flow"; cat "$work/vg.log"; }
+grep -q "stream 'gh-002' went to \$deadletter: temperature" "$work/vg.log" || { fails=$((fails + 1)); echo "FAIL no bad reading reached \$deadletter"; cat "$work/vg.log"; }
+stored=$("$eddy" events read --data "$work/data" --stream gh-001 2>/dev/null | awk '$4 == "reading"' | wc -l)
+[ "$stored" -ge 1 ] || { fails=$((fails + 1)); echo "FAIL no MQTT reading went through the flow"; cat "$work/vg.log"; }
 
 # Reconnects, the outgoing queue, dynamic subscriptions and sessions, from the MQTT test.
 for t in broker_outage dynamic_subscribe persistent_session payload_types; do

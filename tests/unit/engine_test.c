@@ -1,10 +1,12 @@
 /* engine_test.c: fan-out copies, back-pressure with resume, stop draining the queue,
- * asynchronous close, and a source that respects the queue bound. Uses test-only node
+ * asynchronous close, stop passing on what the event store holds until its commit, and a
+ * source that respects the queue bound. Uses test-only node
  * types registered next to the native ones. */
 #include "check.h"
 #include "engine.h"
 #include "harness.h"
 #include "registry.h"
+#include "store.h"
 
 /* "mutate": sets payload.touched = true on what it gets, then passes it on. */
 static void mutate_input(eddy_node *node, void *state, json_t *msg)
@@ -206,6 +208,35 @@ static void test_stop_delivers_queued_messages(void)
     rig_stop(&r);
 }
 
+static void test_stop_passes_on_what_the_store_holds(void)
+{
+    /* An event-store node sends a message on only after its commit. At stop, that commit
+     * must come while the nodes downstream still take input: committed and then dropped
+     * on the way to a closed node, the message would be acknowledged (the commit releases
+     * the MQTT acknowledgements) with the rest of its flow never run. */
+    char *dir = eddy_test_tmpdir();
+    eddy_err err;
+    eddy_store *st = eddy_store_open(dir, NULL, &err);
+    CHECK(st);
+    eddy_harness_opts o = {.store = st};
+    eddy_problems p = {0};
+    eddy_harness *h = eddy_harness_new(
+        "[{\"id\":\"s\",\"type\":\"event-store\",\"stream\":\"topic\",\"wires\":[[\"h\"],[]]},"
+        "{\"id\":\"h\",\"type\":\"helper\"}]",
+        &o, &p);
+    CHECK(h);
+    for (int i = 0; i < 3; i++)
+        eddy_harness_send(h, "s", json_pack("{s:s,s:{s:i}}", "topic", "a", "payload", "n", i));
+    eddy_engine_stop(eddy_harness_engine(h)); /* appended at stop, not committed before */
+    json_t *got = eddy_harness_take(h, "h");
+    CHECK_INT_EQ(json_array_size(got), 3);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(got, 2), "position")), 3);
+    json_decref(got);
+    CHECK_INT_EQ(eddy_harness_free(h), 0);
+    eddy_store_close(st);
+    eddy_test_rmdir(dir);
+}
+
 static void test_asynchronous_close_is_awaited(void)
 {
     rig r;
@@ -260,6 +291,7 @@ static const check_test tests[] = {
     {"fan_out_mutation_does_not_leak", test_fan_out_mutation_does_not_leak},
     {"back_pressure_bounds_the_queue", test_back_pressure_bounds_the_queue},
     {"stop_delivers_queued_messages", test_stop_delivers_queued_messages},
+    {"stop_passes_on_what_the_store_holds", test_stop_passes_on_what_the_store_holds},
     {"asynchronous_close_is_awaited", test_asynchronous_close_is_awaited},
     {"setup_failure_names_node", test_setup_failure_names_node},
     {NULL, NULL}};
