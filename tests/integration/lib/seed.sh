@@ -96,3 +96,13 @@ api() { curl -sf "http://127.0.0.1:$http$1"; }
 stream_count() {
     "$eddy" events read --data "$work/data" --stream "$1" 2>/dev/null | grep -c .
 }
+
+# Fails when eddy's log has an error or a sanitizer report (dead letters are warnings the
+# seed flows cause on purpose).
+expect_clean_log() {
+    if grep -E ' error |Sanitizer|runtime error' "$work/eddy.log" | grep -v 'went to \$deadletter' >"$work/errors"; then
+        fail "eddy logged errors" "$(head -5 "$work/errors")"
+    else
+        pass "no errors in eddy's log"
+    fi
+}
