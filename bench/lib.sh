@@ -99,7 +99,8 @@ accepts() {
 }
 
 # Starts mosquitto on a free 127.0.0.1 port with the benchmarks' configuration, plus the
-# lines in broker_conf_extra if set; sets broker_pid and port.
+# lines in broker_conf_extra if set, and a subscriber to its drop counter (broker_dropped);
+# sets broker_pid, port and sys_pid.
 start_broker() {
     for _ in 1 2 3 4 5 6 7 8; do
         port=$((20000 + RANDOM % 40000))
@@ -119,7 +120,14 @@ EOF
         broker_pid=$!
         pids+=("$broker_pid")
         for _ in $(seq 100); do
-            accepts "$port" && return 0
+            if accepts "$port"; then
+                # shellcheck disable=SC2016  # $SYS is the topic's name
+                mosquitto_sub -p "$port" -v -t '$SYS/broker/publish/messages/dropped' \
+                    >"$tmp/sys.$port" 2>&1 &
+                sys_pid=$!
+                pids+=("$sys_pid")
+                return 0
+            fi
             kill -0 "$broker_pid" 2>/dev/null || break
             sleep 0.05
         done
@@ -131,11 +139,22 @@ EOF
     return 1
 }
 
-# Messages the broker on $port dropped. It publishes its counters every second
-# (sys_interval 1): call this at least a second after the last message.
+# Messages the broker on $port dropped, from the $SYS counter a subscriber has followed
+# since start_broker. The broker publishes its counters every second (sys_interval 1):
+# call this at least a second after the last message.
 broker_dropped() {
-    # shellcheck disable=SC2016  # $SYS is the topic's name
-    mosquitto_sub -p "$port" -C 1 -W 5 -t '$SYS/broker/publish/messages/dropped'
+    local n=
+    for _ in $(seq 50); do
+        n=$(awk '{ v = $2 } END { print v }' "$tmp/sys.$port" 2>/dev/null)
+        [[ -n $n ]] && break
+        sleep 0.2
+    done
+    stop "$sys_pid"
+    if [[ -z $n ]]; then
+        echo "$bench_name: no \$SYS counters from the broker on port $port" >&2
+        n=unknown
+    fi
+    echo "$n"
 }
 
 stop() {
