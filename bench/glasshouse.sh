@@ -61,19 +61,7 @@ results_topic='bench/window/#'
 # latency is measured: the broker writes without Nagle's delay
 broker_conf_extra="set_tcp_nodelay true"
 
-for f in "$pub" "$eddy"; do
-    [[ -x $f ]] || { echo "glasshouse.sh: $f is missing; run make build first" >&2; exit 1; }
-done
-command -v mosquitto >/dev/null || { echo "glasshouse.sh: mosquitto is not installed" >&2; exit 1; }
-
-tmp=$(mktemp -d /tmp/eddy-glasshouse-bench.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_setup glasshouse "$pub" "$eddy"
 
 # Starts runtime $1 on variant $2's flow; sets sub_pid.
 start_runtime() {

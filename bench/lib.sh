@@ -166,3 +166,25 @@ stop() {
 field() {
     sed -n "s/.*\\b$2=\\([^ ]*\\).*/\\1/p" <<<"$1" | tail -1
 }
+
+# What every MQTT benchmark does first: check that the programs it runs ($2...) are built
+# and mosquitto installed, make the scratch folder $tmp, and stop the processes in $pids and
+# remove $tmp at exit. $1 names the benchmark in messages.
+bench_setup() {
+    local name=$1
+    shift
+    local f
+    for f in "$@"; do
+        [[ -x $f ]] || { echo "$name.sh: $f is missing; run make build first" >&2; exit 1; }
+    done
+    command -v mosquitto >/dev/null || { echo "$name.sh: mosquitto is not installed" >&2; exit 1; }
+    tmp=$(mktemp -d "/tmp/eddy-$name-bench.XXXXXX")
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}

@@ -38,19 +38,7 @@ count=$root/$build/bench/bench_mqtt_count
 eddy=$root/$build/eddy
 hz=$(getconf CLK_TCK)
 
-for f in "$pub" "$count" "$eddy"; do
-    [[ -x $f ]] || { echo "mqtt.sh: $f is missing; run make build first" >&2; exit 1; }
-done
-command -v mosquitto >/dev/null || { echo "mqtt.sh: mosquitto is not installed" >&2; exit 1; }
-
-tmp=$(mktemp -d /tmp/eddy-mqtt-bench.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_setup mqtt "$pub" "$count" "$eddy"
 
 # Starts subscriber $1 at QoS $2; sets sub_pid.
 start_subscriber() {
