@@ -154,14 +154,6 @@ static bool expand(const char *tmpl, const char *dev, const char *act, char *out
     return true;
 }
 
-static int parse_path(const char *prop, const char *what, eddy_path *path, eddy_err *err)
-{
-    eddy_err perr;
-    if (eddy_path_parse(keyed_path(prop), path, &perr) != EDDY_OK)
-        return eddy_err_set(err, EDDY_EINVAL, "%s '%s': %s", what, prop, perr.msg);
-    return EDDY_OK;
-}
-
 static int act_parse(struct act_state *st, eddy_err *err)
 {
     int rc;
@@ -184,10 +176,10 @@ static int act_parse(struct act_state *st, eddy_err *err)
         return eddy_err_set(err, EDDY_EINVAL, "retries must be 0 to 100");
     if (st->max_pending < 1)
         return eddy_err_set(err, EDDY_EINVAL, "maxPending must be at least 1");
-    if ((rc = parse_path(st->actuator_prop, "actuatorIdProperty", &st->actuator_path, err)) ||
-        (rc = parse_path(st->device_prop, "deviceIdProperty", &st->device_path, err)) ||
-        (rc = parse_path(st->command_prop, "commandProperty", &st->command_path, err)) ||
-        (rc = parse_path(st->value_prop, "valueProperty", &st->value_path, err)))
+    if ((rc = keyed_parse_path(st->actuator_prop, "actuatorIdProperty", &st->actuator_path, err)) ||
+        (rc = keyed_parse_path(st->device_prop, "deviceIdProperty", &st->device_path, err)) ||
+        (rc = keyed_parse_path(st->command_prop, "commandProperty", &st->command_path, err)) ||
+        (rc = keyed_parse_path(st->value_prop, "valueProperty", &st->value_path, err)))
         return rc;
     return EDDY_OK;
 }

@@ -124,14 +124,6 @@ static int optional_number(const json_t *v, const char *name, bool *on, double *
     return EDDY_OK;
 }
 
-static int parse_path(const char *prop, const char *what, eddy_path *path, eddy_err *err)
-{
-    eddy_err perr;
-    if (eddy_path_parse(keyed_path(prop), path, &perr) != EDDY_OK)
-        return eddy_err_set(err, EDDY_EINVAL, "%s '%s': %s", what, prop, perr.msg);
-    return EDDY_OK;
-}
-
 static int alert_parse(struct alert_state *st, eddy_err *err)
 {
     int rc;
@@ -156,11 +148,11 @@ static int alert_parse(struct alert_state *st, eddy_err *err)
         return eddy_err_set(err, EDDY_EINVAL, "maxKeys must be at least 1");
     if (!*st->property)
         return eddy_err_set(err, EDDY_EINVAL, "property: a message property is needed");
-    if ((rc = parse_path(st->property, "property", &st->value_path, err)) ||
+    if ((rc = keyed_parse_path(st->property, "property", &st->value_path, err)) ||
         (*st->key_property &&
-         (rc = parse_path(st->key_property, "keyProperty", &st->key_path, err))) ||
+         (rc = keyed_parse_path(st->key_property, "keyProperty", &st->key_path, err))) ||
         (*st->time_property &&
-         (rc = parse_path(st->time_property, "timeProperty", &st->time_path, err))))
+         (rc = keyed_parse_path(st->time_property, "timeProperty", &st->time_path, err))))
         return rc;
     return EDDY_OK;
 }
@@ -200,17 +192,7 @@ static void key_save(struct alert_state *st, akey *k)
     json_t *rec = json_pack("{s:i,s:o}", "v", ALERT_STATE_VERSION, "c", c);
     if (rec && k->has_prev)
         json_object_set_new(rec, "prev", json_pack("[f,I]", k->prev_v, (json_int_t)k->prev_t));
-    char *text = rec ? eddy_json_dumps(rec, 0) : NULL;
-    eddy_err err;
-    if (!text)
-        eddy_node_error(st->node, NULL, "cannot store the alerts of key '%s': out of memory",
-                        k->name);
-    else if (eddy_store_state_put(st->store, eddy_node_id(st->node), k->name, k->name_len, text,
-                                  strlen(text), &err) != EDDY_OK)
-        eddy_node_error(st->node, NULL, "cannot store the alerts of key '%s': %s", k->name,
-                        err.msg);
-    eddy_free(text);
-    json_decref(rec);
+    keyed_state_put(st->node, st->store, k->name, k->name_len, rec, "alerts");
 }
 
 /* Saves 'k', or forgets it when nothing of it needs keeping (invariant 2). */

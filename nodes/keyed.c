@@ -53,6 +53,28 @@ const char *keyed_path(const char *prop)
     return strncmp(prop, "msg.", 4) == 0 ? prop + 4 : prop;
 }
 
+int keyed_parse_path(const char *prop, const char *what, eddy_path *path, eddy_err *err)
+{
+    eddy_err perr;
+    if (eddy_path_parse(keyed_path(prop), path, &perr) != EDDY_OK)
+        return eddy_err_set(err, EDDY_EINVAL, "%s '%s': %s", what, prop, perr.msg);
+    return EDDY_OK;
+}
+
+void keyed_state_put(eddy_node *node, eddy_store *store, const char *key, size_t len, json_t *rec,
+                     const char *what)
+{
+    char *text = rec ? eddy_json_dumps(rec, 0) : NULL;
+    eddy_err err;
+    if (!text)
+        eddy_node_error(node, NULL, "cannot store the %s of key '%s': out of memory", what, key);
+    else if (eddy_store_state_put(store, eddy_node_id(node), key, len, text, strlen(text), &err) !=
+             EDDY_OK)
+        eddy_node_error(node, NULL, "cannot store the %s of key '%s': %s", what, key, err.msg);
+    eddy_free(text);
+    json_decref(rec);
+}
+
 /* ---- the map ---- */
 
 static uint64_t keyed_hash(const char *s, size_t n)

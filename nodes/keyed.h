@@ -1,7 +1,7 @@
-/* keyed.h: what the per-key IoT nodes (window, alert) share, private to them: the key of a
- * message as text, a number from a message value, and a small hash map from key text to
- * the node's per-key record. Persisting records is the store's node state facility
- * (store.h, eddy_store_state_*); this header only names the limits. */
+/* keyed.h: what the per-key IoT nodes (window, alert; state and actuator for paths) share,
+ * private to them: the key of a message as text, a number from a message value, property
+ * paths, a small hash map from key text to the node's per-key record, and writing a
+ * record as node state (the store's facility, store.h eddy_store_state_*). */
 #ifndef EDDY_KEYED_H
 #define EDDY_KEYED_H
 
@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
+#include "msg.h"
+#include "node.h"
 #include "store.h"
 
 /* Longest key, in bytes: a node state key in the store. */
@@ -27,6 +30,15 @@ bool keyed_number(const json_t *value, double *out);
 /* A message property path as the editor writes it ("msg.payload.x" or "payload.x"),
  * without "msg.". Borrowed from 'prop'. */
 const char *keyed_path(const char *prop);
+
+/* Parses the property 'prop' (keyed_path) into 'path'; an error names the property as
+ * 'what'. EDDY_OK or EDDY_EINVAL. */
+int keyed_parse_path(const char *prop, const char *what, eddy_path *path, eddy_err *err);
+
+/* Writes 'rec' (taken) as key 'key' of 'node''s node state in 'store'; a failure is a node
+ * error naming 'what' ("alerts", "windows") and the key. */
+void keyed_state_put(eddy_node *node, eddy_store *store, const char *key, size_t len, json_t *rec,
+                     const char *what);
 
 /* ---- the map: key text -> record (void *), chained, grows by doubling ---- */
 

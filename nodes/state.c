@@ -119,14 +119,6 @@ static const eddy_prop st_props[] = {
 
 /* ---- configuration ---- */
 
-static int parse_path(const char *prop, const char *what, eddy_path *path, eddy_err *err)
-{
-    eddy_err perr;
-    if (eddy_path_parse(keyed_path(prop), path, &perr) != EDDY_OK)
-        return eddy_err_set(err, EDDY_EINVAL, "%s '%s': %s", what, prop, perr.msg);
-    return EDDY_OK;
-}
-
 static int st_parse(struct st_state *st, eddy_err *err)
 {
     int rc;
@@ -148,10 +140,10 @@ static int st_parse(struct st_state *st, eddy_err *err)
     bool readings = st->fold == FOLD_LATEST || st->fold == FOLD_DAILY;
     if (readings && !*st->key_property)
         return eddy_err_set(err, EDDY_EINVAL, "keyProperty: a message property is needed");
-    if (readings && (rc = parse_path(st->key_property, "keyProperty", &st->key_path, err)))
+    if (readings && (rc = keyed_parse_path(st->key_property, "keyProperty", &st->key_path, err)))
         return rc;
     if (*st->time_property &&
-        (rc = parse_path(st->time_property, "timeProperty", &st->time_path, err)))
+        (rc = keyed_parse_path(st->time_property, "timeProperty", &st->time_path, err)))
         return rc;
     st->sensor_count = 0;
     const char *p = st->properties;
@@ -170,7 +162,7 @@ static int st_parse(struct st_state *st, eddy_err *err)
             return eddy_err_set(err, EDDY_EINVAL, "properties: a path is too long");
         memcpy(one, p, n);
         one[n] = '\0';
-        if ((rc = parse_path(one, "properties", &st->sensor_path[st->sensor_count], err)))
+        if ((rc = keyed_parse_path(one, "properties", &st->sensor_path[st->sensor_count], err)))
             return rc;
         /* named by the path without "msg." and "payload." */
         const char *name = keyed_path(one);

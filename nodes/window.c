@@ -164,14 +164,6 @@ static void free_names(struct window_state *st)
     st->paths = NULL;
 }
 
-static int parse_path(const char *prop, const char *what, eddy_path *path, eddy_err *err)
-{
-    eddy_err perr;
-    if (eddy_path_parse(keyed_path(prop), path, &perr) != EDDY_OK)
-        return eddy_err_set(err, EDDY_EINVAL, "%s '%s': %s", what, prop, perr.msg);
-    return EDDY_OK;
-}
-
 /* Parses the properties into 'st' (names and paths allocated: free_names). */
 static int window_parse(struct window_state *st, eddy_err *err)
 {
@@ -219,10 +211,10 @@ static int window_parse(struct window_state *st, eddy_err *err)
         return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
     int rc;
     if (st->has_key &&
-        (rc = parse_path(st->key_property, "keyProperty", &st->paths[WINDOW_MAX_PROPS], err)))
+        (rc = keyed_parse_path(st->key_property, "keyProperty", &st->paths[WINDOW_MAX_PROPS], err)))
         return rc;
-    if (st->event_time &&
-        (rc = parse_path(st->time_property, "timeProperty", &st->paths[WINDOW_MAX_PROPS + 1], err)))
+    if (st->event_time && (rc = keyed_parse_path(st->time_property, "timeProperty",
+                                                 &st->paths[WINDOW_MAX_PROPS + 1], err)))
         return rc;
     st->nprops = 0;
     const char *p = st->properties;
@@ -242,7 +234,7 @@ static int window_parse(struct window_state *st, eddy_err *err)
             if (!text)
                 return eddy_err_set(err, EDDY_ENOMEM, "out of memory");
             const char *path = keyed_path(text);
-            rc = parse_path(path, "properties", &st->paths[st->nprops], err);
+            rc = keyed_parse_path(path, "properties", &st->paths[st->nprops], err);
             const char *name = strncmp(path, "payload.", 8) == 0 ? path + 8 : path;
             memmove(text, name, strlen(name) + 1);
             st->names[st->nprops++] = text;
@@ -512,17 +504,7 @@ static void key_save(struct window_state *st, wkey *k)
         json_pack("{s:i,s:s,s:I,s:I,s:I,s:o}", "v", WINDOW_STATE_VERSION, "sig", st->sig, "maxTime",
                   (json_int_t)k->max_time, "lastWall", (json_int_t)k->last_wall, "forgetAt",
                   (json_int_t)k->forget_at, "wins", wins);
-    char *text = rec ? eddy_json_dumps(rec, 0) : NULL;
-    eddy_err err;
-    if (!text)
-        eddy_node_error(st->node, NULL, "cannot store the windows of key '%s': out of memory",
-                        k->name);
-    else if (eddy_store_state_put(st->store, eddy_node_id(st->node), k->name, k->name_len, text,
-                                  strlen(text), &err) != EDDY_OK)
-        eddy_node_error(st->node, NULL, "cannot store the windows of key '%s': %s", k->name,
-                        err.msg);
-    eddy_free(text);
-    json_decref(rec);
+    keyed_state_put(st->node, st->store, k->name, k->name_len, rec, "windows");
 }
 
 static void key_free(wkey *k)
