@@ -1,11 +1,13 @@
 /* lua.c: the cost of a `lua` node against a native `switch` doing the same threshold test
  * (`payload.temperature > 30`), in one run. Each message ({_msgid, topic, payload:
  * {temperature, humidity}}, half of them over the threshold) is made by the benchmark and
- * queued to the node under test, whose output goes to a counting sink; a third run sends
+ * queued to the node under test, whose output goes to a counting sink; another run sends
  * the same messages straight to the sink, and its cost is subtracted to give the node's
- * own. The three run in interleaved rounds and each one's best round is reported.
+ * own. A second `lua` node does the same test but also marks the message it passes
+ * (`msg.alert = true`), so it is not read-only (runtime/lua_inspect.h) and its result is
+ * converted back. The four run in interleaved rounds and each one's best round is reported.
  * Usage: bench_lua [MESSAGES [NODE]] (default 500,000 per round; NODE runs only that node,
- * lua, switch or sink, once, for profiling). */
+ * lua, lua-write, switch or sink, once, for profiling). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,9 @@ static const char flow_text[] =
     "[{\"id\":\"t\",\"type\":\"tab\"},"
     "{\"id\":\"lua\",\"type\":\"lua\",\"z\":\"t\",\"outputs\":1,"
     "\"func\":\"if msg.payload.temperature > 30 then return msg end\",\"wires\":[[\"sink\"]]},"
+    "{\"id\":\"lua-write\",\"type\":\"lua\",\"z\":\"t\",\"outputs\":1,"
+    "\"func\":\"if msg.payload.temperature > 30 then msg.alert = true return msg end\","
+    "\"wires\":[[\"sink\"]]},"
     "{\"id\":\"switch\",\"type\":\"switch\",\"z\":\"t\",\"property\":\"payload.temperature\","
     "\"propertyType\":\"msg\",\"rules\":[{\"t\":\"gt\",\"v\":\"30\",\"vt\":\"num\"}],"
     "\"checkall\":\"true\",\"outputs\":1,\"wires\":[[\"sink\"]]},"
@@ -104,11 +109,12 @@ int main(int argc, char **argv)
     }
     /* Interleaved rounds; each variant's best round counts (other processes on the
      * machine only ever add time). */
-    const char *names[] = {"sink", "switch", "lua"};
-    double best[3] = {1e30, 1e30, 1e30};
-    long passed[3] = {0, 0, 0};
+    enum { VARIANTS = 4 };
+    const char *names[VARIANTS] = {"sink", "switch", "lua", "lua-write"};
+    double best[VARIANTS] = {1e30, 1e30, 1e30, 1e30};
+    long passed[VARIANTS] = {0, 0, 0, 0};
     for (int round = 0; round < rounds; round++) {
-        for (int v = 0; v < 3; v++) {
+        for (int v = 0; v < VARIANTS; v++) {
             received = 0;
             double t = run(engine, loop, names[v], total);
             if (t < best[v])
@@ -116,8 +122,8 @@ int main(int argc, char **argv)
             passed[v] = received;
         }
     }
-    double per[3];
-    for (int v = 0; v < 3; v++)
+    double per[VARIANTS];
+    for (int v = 0; v < VARIANTS; v++)
         per[v] = best[v] * 1e6 / (double)total;
     printf("messages: %ld per round, best of %d rounds\n", total, rounds);
     printf("baseline (copy a message, queue it, sink it): %.3f us/msg\n", per[0]);
@@ -125,11 +131,13 @@ int main(int argc, char **argv)
            1e6 / per[1], per[1], per[1] - per[0], passed[1]);
     printf("lua:    %8.0f msg/s  %.3f us/msg end to end, %.3f us/msg its own  (%ld passed)\n",
            1e6 / per[2], per[2], per[2] - per[0], passed[2]);
+    printf("lua-write: %5.0f msg/s  %.3f us/msg end to end, %.3f us/msg its own  (%ld passed)\n",
+           1e6 / per[3], per[3], per[3] - per[0], passed[3]);
     printf("lua rate / switch rate: %.2f end to end, %.2f own cost\n", per[1] / per[2],
            (per[1] - per[0]) / (per[2] - per[0]));
     eddy_engine_free(engine);
     eddy_loop_free(loop);
     eddy_registry_free(reg);
     eddy_mem_release_cache();
-    return passed[0] == total && passed[1] == passed[2] ? 0 : 1;
+    return passed[0] == total && passed[1] == passed[2] && passed[2] == passed[3] ? 0 : 1;
 }

@@ -27,6 +27,7 @@ struct eddy_lua {
     bool mem_refused; /* the allocator refused a block during the current call */
     int64_t used;     /* instructions of the current call (invariant 3) */
     bool exhausted;   /* the current call ran out of budget */
+    long calls;       /* calls seen since eddy_lua_watch_calls */
     int depth;        /* nesting of eddy_lua_run */
     int array_mt;     /* registry reference of the json.array metatable */
     void *user;
@@ -110,6 +111,10 @@ static int budget_raise(lua_State *L, lua_Debug *ar)
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     eddy_lua *h = host_of(L);
+    if (ar->event != LUA_HOOKCOUNT) { /* a call, while eddy_lua_watch_calls is on */
+        h->calls++;
+        return;
+    }
     h->used += EDDY_LUA_HOOK_STEP;
     if (h->used > h->limits.instructions || h->exhausted)
         budget_raise(L, ar);
@@ -126,6 +131,21 @@ void eddy_lua_charge(lua_State *L, int64_t n)
 bool eddy_lua_exhausted(const eddy_lua *h)
 {
     return h->exhausted;
+}
+
+/* Setting a hook restarts its count: up to EDDY_LUA_HOOK_STEP - 1 instructions run before
+ * either call go uncounted, a bounded slack since neither runs inside a script. */
+void eddy_lua_watch_calls(eddy_lua *h)
+{
+    h->calls = 0;
+    lua_sethook(h->L, budget_hook, LUA_MASKCOUNT | LUA_MASKCALL, EDDY_LUA_HOOK_STEP);
+}
+
+long eddy_lua_watched_calls(eddy_lua *h)
+{
+    if (!h->exhausted) /* once exhausted the hook fires on every instruction: keep it */
+        lua_sethook(h->L, budget_hook, LUA_MASKCOUNT, EDDY_LUA_HOOK_STEP);
+    return h->calls;
 }
 
 /* ---- print and warn to the log ---- */

@@ -94,6 +94,12 @@ void eddy_lua_load(lua_State *L, const char *src, size_t len, const char *chunkn
 void eddy_lua_charge(lua_State *L, int64_t n);
 /* true once the current call ran out of budget or memory. */
 bool eddy_lua_exhausted(const eddy_lua *h);
+/* Counts every call from now on (Lua or C functions, metamethods included) until
+ * eddy_lua_watched_calls, which stops counting and returns the count: how a caller learns
+ * that a read-only function (lua_inspect.h) ran nothing but its own code. On the main
+ * thread, inside eddy_lua_run only. */
+void eddy_lua_watch_calls(eddy_lua *h);
+long eddy_lua_watched_calls(eddy_lua *h);
 
 /* C memory held across Lua calls that may raise: a userdata (pushed on the stack) whose
  * collection frees 'json' and 'text'. Push the box first, then allocate into it; clear it

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_inspect.h"
 #include "mem.h"
 #include "msg.h"
 
@@ -34,6 +35,8 @@ struct eddy_script {
     bool closing;          /* no new timers */
     script_timer *timers;  /* live timers (invariant 2) */
     lua_Integer next_timer_id;
+    int read_only_refs[4]; /* handlers found read-only (lua_inspect.h) when referenced */
+    int read_only_count;
 };
 
 static eddy_script *script_of(lua_State *L)
@@ -721,6 +724,7 @@ typedef struct compile_call {
     const char *chunkname;
     bool run; /* run the chunk and keep its first result (a table) */
     int ref;
+    bool read_only; /* out: the function referenced is read-only */
 } compile_call;
 
 static int compile_fn(lua_State *L)
@@ -734,24 +738,44 @@ static int compile_fn(lua_State *L)
                               "%s: the file must return a table (the node type's "
                               "declaration), not %s",
                               c->chunkname, luaL_typename(L, -1));
+    } else {
+        c->read_only = eddy_lua_is_read_only(L, -1);
     }
     c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
+/* Handlers are referenced for the script's life, so a ref stays the function it was. */
+static void note_read_only(eddy_script *s, int ref, bool read_only)
+{
+    int max = (int)(sizeof(s->read_only_refs) / sizeof(s->read_only_refs[0]));
+    if (read_only && s->read_only_count < max)
+        s->read_only_refs[s->read_only_count++] = ref;
+}
+
+static bool is_read_only(const eddy_script *s, int ref)
+{
+    for (int i = 0; i < s->read_only_count; i++)
+        if (s->read_only_refs[i] == ref)
+            return true;
+    return false;
+}
+
 int eddy_script_compile(eddy_script *s, const char *src, const char *chunkname, int *ref,
                         eddy_err *err)
 {
-    compile_call c = {src, strlen(src), chunkname, false, LUA_NOREF};
+    compile_call c = {src, strlen(src), chunkname, false, LUA_NOREF, false};
     int rc = eddy_lua_run(s->host, compile_fn, &c, err);
     *ref = c.ref;
+    if (rc == EDDY_OK)
+        note_read_only(s, c.ref, c.read_only);
     return rc;
 }
 
 int eddy_script_load_module(eddy_script *s, const char *src, size_t len, const char *chunkname,
                             int *ref, eddy_err *err)
 {
-    compile_call c = {src, len, chunkname, true, LUA_NOREF};
+    compile_call c = {src, len, chunkname, true, LUA_NOREF, false};
     int rc = eddy_lua_run(s->host, compile_fn, &c, err);
     *ref = c.ref;
     return rc;
@@ -762,6 +786,7 @@ typedef struct field_call {
     const char *name;
     const json_t *value; /* set_node_field */
     int ref;
+    bool read_only; /* out: the function referenced is read-only */
 } field_call;
 
 static int field_fn(lua_State *L)
@@ -769,15 +794,18 @@ static int field_fn(lua_State *L)
     field_call *c = lua_touserdata(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->table_ref);
     lua_getfield(L, -1, c->name);
-    if (lua_type(L, -1) == LUA_TFUNCTION)
+    if (lua_type(L, -1) == LUA_TFUNCTION) {
+        c->read_only = eddy_lua_is_read_only(L, -1);
         c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     return 0;
 }
 
 int eddy_script_field_ref(eddy_script *s, int table_ref, const char *name)
 {
-    field_call c = {table_ref, name, NULL, LUA_NOREF};
+    field_call c = {table_ref, name, NULL, LUA_NOREF, false};
     eddy_lua_run(s->host, field_fn, &c, NULL);
+    note_read_only(s, c.ref, c.read_only);
     return c.ref;
 }
 
@@ -792,7 +820,7 @@ static int set_field_fn(lua_State *L)
 
 int eddy_script_set_node_field(eddy_script *s, const char *name, const json_t *value, eddy_err *err)
 {
-    field_call c = {s->node_ref, name, value, LUA_NOREF};
+    field_call c = {s->node_ref, name, value, LUA_NOREF, false};
     return eddy_lua_run(s->host, set_field_fn, &c, err);
 }
 
@@ -801,20 +829,56 @@ typedef struct handler_call {
     int ref;
     bool with_node;
     const json_t *msg; /* NULL: no message argument */
+    bool read_only;    /* the handler is read-only (lua_inspect.h) */
 } handler_call;
+
+/* Sends the message being handled on output 1, as it came. */
+static void send_incoming(eddy_script *s, lua_State *L)
+{
+    outbox o;
+    outbox_init(&o);
+    s->hint_free = false; /* invariant 1 */
+    if (!outbox_add(&o, 0, json_incref((json_t *)s->current)))
+        luaL_error(L, "out of memory");
+    outbox_send(s, &o);
+}
+
+/* Runs a read-only handler with the message table, kept at 'msg_idx'. Such a handler can
+ * change no table, unless a metamethod runs, and the host counts every call: when the
+ * only call was the handler's own and it returns the table it was given, the message goes
+ * on as it came, without converting the table back. */
+static void call_read_only(handler_call *c, lua_State *L, int nargs, int msg_idx)
+{
+    eddy_lua *h = eddy_lua_from_state(L);
+    eddy_lua_watch_calls(h);
+    lua_call(L, nargs, 1);
+    bool untouched = eddy_lua_watched_calls(h) == 1;
+    if (untouched && lua_rawequal(L, -1, msg_idx))
+        send_incoming(c->s, L);
+    else
+        send_value(c->s, L, -1, "result");
+}
 
 static int handler_fn(lua_State *L)
 {
     handler_call *c = lua_touserdata(L, 1);
-    int nargs = 0;
+    int nargs = 0, msg_idx = 0;
+    if (c->msg) {
+        eddy_lua_push_json(L, c->msg);
+        msg_idx = lua_gettop(L);
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
     if (c->with_node) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->node_ref);
         nargs++;
     }
     if (c->msg) {
-        eddy_lua_push_json(L, c->msg);
+        lua_pushvalue(L, msg_idx);
         nargs++;
+    }
+    if (c->msg && c->read_only) {
+        call_read_only(c, L, nargs, msg_idx);
+        return 0;
     }
     lua_call(L, nargs, 1);
     if (c->msg) /* what on-start/on-stop code and setup/close return is ignored */
@@ -824,7 +888,7 @@ static int handler_fn(lua_State *L)
 
 void eddy_script_input(eddy_script *s, int ref, bool with_node, json_t *msg)
 {
-    handler_call c = {s, ref, with_node, msg};
+    handler_call c = {s, ref, with_node, msg, is_read_only(s, ref)};
     eddy_err err;
     eddy_err_clear(&err);
     s->current = msg;
@@ -842,7 +906,7 @@ int eddy_script_call(eddy_script *s, int ref, bool with_node, eddy_err *err)
 {
     if (ref == LUA_NOREF || ref == LUA_REFNIL)
         return EDDY_OK;
-    handler_call c = {s, ref, with_node, NULL};
+    handler_call c = {s, ref, with_node, NULL, false};
     s->current = NULL;
     return eddy_lua_run(s->host, handler_fn, &c, err);
 }

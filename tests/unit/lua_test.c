@@ -9,6 +9,7 @@
 #include "check.h"
 #include "log.h"
 #include "lua_host.h"
+#include "lua_inspect.h"
 #include "msg.h"
 
 /* ---- helpers ---- */
@@ -645,6 +646,88 @@ static void test_allocation_failures_leak_nothing(void)
     CHECK_INT_EQ(eddy_mem_in_use(), before);
 }
 
+typedef struct inspect_run {
+    const char *src;
+    const json_t *msg;
+    bool read_only;
+    long calls; /* calls counted while running the chunk with 'msg' */
+} inspect_run;
+
+static int inspect_fn(lua_State *L)
+{
+    inspect_run *r = lua_touserdata(L, 1);
+    eddy_lua_load(L, r->src, strlen(r->src), "test");
+    r->read_only = eddy_lua_is_read_only(L, -1);
+    eddy_lua_push_json(L, r->msg);
+    eddy_lua *h = eddy_lua_from_state(L);
+    eddy_lua_watch_calls(h);
+    lua_call(L, 1, 0);
+    r->calls = eddy_lua_watched_calls(h);
+    return 0;
+}
+
+/* Checks the verdict on 'src' and, unless want_calls is -1, the calls it made when run. */
+static void expect_read_only(eddy_lua *h, const char *src, bool want, long want_calls)
+{
+    json_t *msg = json_pack("{s:s,s:s,s:{s:f}}", "topic", "a", "n", "12", "payload", "t", 31.5);
+    inspect_run r = {.src = src, .msg = msg};
+    eddy_err err;
+    eddy_err_clear(&err);
+    int rc = eddy_lua_run(h, inspect_fn, &r, &err);
+    json_decref(msg);
+    if (rc != EDDY_OK)
+        CHECK_FAIL_("%s: %s", src, err.msg);
+    if (r.read_only != want)
+        CHECK_FAIL_("%s: read-only is %d, expected %d", src, r.read_only, want);
+    if (want_calls >= 0 && r.calls != want_calls)
+        CHECK_FAIL_("%s: %ld calls, expected %ld", src, r.calls, want_calls);
+}
+
+static int is_read_only_fn(lua_State *L)
+{
+    bool *out = lua_touserdata(L, 1);
+    lua_pushcfunction(L, is_read_only_fn);
+    *out = eddy_lua_is_read_only(L, -1);
+    return 0;
+}
+
+/* Read-only functions can only read, compute, compare and return; each way of writing,
+ * keeping or calling makes a function not read-only. While calls are watched, a run counts
+ * the chunk's own entry plus one per function or metamethod it runs. */
+static void test_read_only_functions_are_recognised(void)
+{
+    eddy_lua *h = host(0, 0);
+    expect_read_only(h, "local msg = ...; if msg.payload.t > 30 then return msg end", true, 1);
+    expect_read_only(h, "local msg = ...; return msg.payload.t >= 30.5 and msg or nil", true, 1);
+    expect_read_only(h, "local msg = ...; local n = 0; for i = 1, 3 do n = n + i end; return n",
+                     true, 1);
+    expect_read_only(h, "local msg = ...; return #msg.topic .. msg.topic, -msg.payload.t % 3", true,
+                     1);
+    expect_read_only(h, "local msg = ...; local k = 'topic'; return msg[k] == json.null", true, 1);
+    expect_read_only(h, "local msg = ...; msg.topic = 'b'", false, 1);           /* SETFIELD */
+    expect_read_only(h, "local msg = ...; msg.payload[1] = 2", false, 1);        /* SETI */
+    expect_read_only(h, "local msg = ...; local k = 'x'; msg[k] = 1", false, 1); /* SETTABLE */
+    expect_read_only(h, "local msg = ...; kept = msg", false, 1);                /* SETTABUP */
+    expect_read_only(h, "local msg = ...; return {msg}", false, 1);              /* NEWTABLE */
+    expect_read_only(h, "local msg = ...; return function() return msg end", false, 1);
+    expect_read_only(h, "local msg = ...; print(msg.topic)", false, -1);            /* CALL */
+    expect_read_only(h, "local msg = ...; return tostring(msg)", false, -1);        /* TAILCALL */
+    expect_read_only(h, "local msg = ...; return msg.topic:upper()", false, -1);    /* SELF */
+    expect_read_only(h, "local msg = ...; for k in next, msg do end", false, -1);   /* TFORCALL */
+    expect_read_only(h, "local msg = ...; do local x <close> = nil end", false, 1); /* TBC */
+    /* a metamethod is a call, so the caller sees it even in a read-only function */
+    expect_read_only(h, "local msg = ...; getmetatable('').__lt = function() return true end",
+                     false, 2);
+    expect_read_only(h, "local msg = ...; return msg.topic < msg.payload", true, 2);
+    expect_read_only(h, "local msg = ...; return msg.n + 1", true, 2); /* string arithmetic */
+    bool c_function_read_only = true;
+    eddy_err err;
+    eddy_err_clear(&err);
+    CHECK_INT_EQ(eddy_lua_run(h, is_read_only_fn, &c_function_read_only, &err), EDDY_OK);
+    CHECK(!c_function_read_only);
+    eddy_lua_free(h);
+}
+
 static const check_test tests[] = {
     {"numbers_keep_their_kind", test_numbers_keep_their_kind},
     {"null_and_empty_containers", test_null_and_empty_containers},
@@ -663,6 +746,7 @@ static const check_test tests[] = {
     {"finalizers_are_refused", test_finalizers_are_refused},
     {"syntax_errors_name_the_line", test_syntax_errors_name_the_line},
     {"allocation_failures_leak_nothing", test_allocation_failures_leak_nothing},
+    {"read_only_functions_are_recognised", test_read_only_functions_are_recognised},
     {NULL, NULL}};
 
 CHECK_MAIN(tests)

@@ -249,6 +249,12 @@ static void test_nodes_run_setup_input_close(void)
         "  end,\n"
         "  close = function(node) node.log('closing at ' .. count) end,\n"
         "}\n");
+    /* read-only (runtime/lua_inspect.h): passes what it was given without converting it */
+    write_type("above", "return {name = 'above',\n"
+                        "  properties = {{name = 'limit', type = 'integer', default = 30}},\n"
+                        "  input = function(node, msg)\n"
+                        "    if msg.payload.t > node.config.limit then return msg end\n"
+                        "  end}\n");
     write_type("broken", "return {name = 'broken', input = function() end,\n"
                          "  setup = function(node)\n    error('cannot start')\n  end}");
     setenv("EDDY_LUA_NODES", scratch, 1);
@@ -260,6 +266,8 @@ static void test_nodes_run_setup_input_close(void)
         "{\"id\":\"b\",\"type\":\"counter\",\"start\":\"100\",\"label\":\"m\",\"loud\":true,"
         "\"extra\":\"{\\\"x\\\":true}\",\"wires\":[[\"h1\"],[\"h2\"]]},"
         "{\"id\":\"c\",\"type\":\"catch\",\"wires\":[[\"hc\"]]},"
+        "{\"id\":\"r\",\"type\":\"above\",\"wires\":[[\"h3\"]]},"
+        "{\"id\":\"h3\",\"type\":\"helper\"},"
         "{\"id\":\"h1\",\"type\":\"helper\"},{\"id\":\"h2\",\"type\":\"helper\"},"
         "{\"id\":\"hc\",\"type\":\"helper\"}]",
         NULL, &problems);
@@ -276,7 +284,16 @@ static void test_nodes_run_setup_input_close(void)
     eddy_harness_send(h, "a", json_pack("{s:s}", "payload", "spin"));
     eddy_harness_send(h, "a", json_pack("{s:i}", "payload", 2));
     eddy_harness_send(h, "b", json_pack("{s:i}", "payload", 3));
+    eddy_harness_send(
+        h, "r",
+        json_pack("{s:s,s:{s:f,s:[i,{}]}}", "_msgid", "r1", "payload", "t", 31.5, "list", 1));
+    eddy_harness_send(h, "r", json_pack("{s:{s:i}}", "payload", "t", 3));
     eddy_harness_settle(h);
+    json_t *above = eddy_harness_take(h, "h3");
+    char *above_text = eddy_json_dumps(above, 0);
+    CHECK_STR_EQ(above_text, "[{\"_msgid\":\"r1\",\"payload\":{\"t\":31.5,\"list\":[1,{}]}}]");
+    eddy_free(above_text);
+    json_decref(above);
     json_t *got = eddy_harness_take(h, "h1");
     char *text = eddy_json_dumps(got, 0);
     CHECK_INT_EQ(json_array_size(got), 2);
