@@ -283,12 +283,15 @@ static bool socket_drained(const mqtt_broker *b, int read_errno)
     return b->usetls || ((read_errno == EAGAIN || read_errno == EWOULDBLOCK) && !b->read_message);
 }
 
+/* Reads up to READ_BATCH packets. Stopping at the limit or at a full run queue leaves
+ * input waiting, which the loop is told so that a group commit can take it in too. */
 static void read_in(mqtt_broker *b)
 {
     for (int i = 0; i < READ_BATCH && b->poll && !b->read_paused; i++) {
         if (eddy_node_backlogged(b->node)) {
             b->read_paused = true; /* resumed by on_drain */
-            break;
+            eddy_loop_note_input_left(b->loop);
+            return;
         }
         errno = 0;
         b->read_message = false;
@@ -296,8 +299,10 @@ static void read_in(mqtt_broker *b)
         int read_errno = errno;
         check_link(b, rc);
         if (rc != MOSQ_ERR_SUCCESS || !b->poll || socket_drained(b, read_errno))
-            break;
+            return;
     }
+    if (b->poll && !b->read_paused)
+        eddy_loop_note_input_left(b->loop);
 }
 
 static void on_poll(uv_poll_t *handle, int status, int events)

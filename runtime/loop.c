@@ -66,6 +66,7 @@ struct eddy_loop {
     hook_list before_sleep; /* commits */
     hook_list flush;        /* acknowledgements, only when settled */
     long holds;             /* input taken but not yet durable (eddy_loop_hold) */
+    bool input_left;        /* a source stopped reading with input left, this turn */
     deferred *deferred;     /* top-level calls waiting (eddy_loop_defer), oldest first */
     bool stop_requested;    /* eddy_loop_stop was called */
 };
@@ -291,6 +292,7 @@ static void run_hooks(eddy_loop *loop, const hook_list *list)
 static void run_before_sleep(eddy_loop *loop)
 {
     run_hooks(loop, &loop->before_sleep);
+    loop->input_left = false;
     if (eddy_loop_settled(loop))
         run_hooks(loop, &loop->flush);
 }
@@ -557,6 +559,16 @@ void eddy_loop_release(eddy_loop *loop, long n)
 bool eddy_loop_settled(const eddy_loop *loop)
 {
     return !loop->work_pending && loop->holds == 0;
+}
+
+void eddy_loop_note_input_left(eddy_loop *loop)
+{
+    loop->input_left = true;
+}
+
+bool eddy_loop_input_left(const eddy_loop *loop)
+{
+    return loop->input_left;
 }
 
 /* ---- manual clock ---- */

@@ -93,6 +93,12 @@ void eddy_loop_hold(eddy_loop *loop, long n);
 void eddy_loop_release(eddy_loop *loop, long n);
 /* true when no work is pending and no hold is outstanding. */
 bool eddy_loop_settled(const eddy_loop *loop);
+/* Group commit's hint. A source that stops reading with input still waiting (a batch
+ * limit per turn, a full run queue) notes it during the turn; before-sleep hooks may then
+ * leave their group open for the next turn to take that input too (the event store does,
+ * within limits). The note is forgotten once the before-sleep hooks have run. */
+void eddy_loop_note_input_left(eddy_loop *loop);
+bool eddy_loop_input_left(const eddy_loop *loop);
 
 /* Manual mode: drains all work and runs due timers and before-sleep hooks until nothing is
  * left to do at the current virtual time. Returns the number of timer firings. */

@@ -36,6 +36,8 @@
 #define DEFAULT_MAP_SIZE      ((size_t)16 << 30)
 #define DEFAULT_MAX_BODY      ((size_t)1 << 20)
 #define DEFAULT_GROUP_MAX     10000
+#define DEFAULT_GROUP_LINGER  50   /* ms; see group_lingers */
+#define LINGER_MAX_EVENTS     1000 /* events after which a group no longer lingers */
 #define DEFAULT_SYNC_INTERVAL 1000
 #define JSON_MAX_DEPTH        512
 #define MAX_KEY               (EDDY_STORE_NAME_MAX + 1 + 8 + 8)
@@ -105,6 +107,7 @@ struct eddy_store {
     uint64_t next_position;             /* invariant 1 */
     uint64_t group_first;               /* next_position when the group began */
     size_t group_events;                /* events written in the open group */
+    int64_t group_opened;               /* now_ms when the open group began */
     uint64_t committed;                 /* last committed position */
     uint64_t announced;                 /* last position told to listeners */
     waiter_list pending;                /* waiting for the open (or next) group */
@@ -950,6 +953,7 @@ static int group_begin(eddy_store *st, eddy_err *err)
         st->wcur = NULL;
         return mdb_fail(err, rc, "opening a cursor");
     }
+    st->group_opened = now_ms(st);
     if (mdb_txn_id(st->wtxn) != st->heads_txn) {
         /* Another writer (eddy events import) may have come in between: forget cached
          * versions and read where the log ends now. */
@@ -1069,12 +1073,32 @@ bool eddy_store_pending(const eddy_store *st)
     return st->wtxn != NULL;
 }
 
+/* Whether the open group waits for the input a source left for the next turn. A durable
+ * commit costs a sync plus one write of every B-tree page the group touched, whether it
+ * holds 64 events or 1,000, and nothing is read while it runs: under a burst, groups of
+ * one turn each spend most of the time syncing. Waiting is bounded by the linger time, by
+ * LINGER_MAX_EVENTS (LMDB holds every page a group dirties in memory until the commit,
+ * 4 KiB each, about two per event when ids are random), and by the source: MQTT stops
+ * sending QoS 1 messages once its in-flight window is unacknowledged, and
+ * acknowledgements follow the commit. */
+static bool group_lingers(const eddy_store *st)
+{
+    return st->wtxn && st->opts.group_linger_ms > 0 && st->group_events < LINGER_MAX_EVENTS &&
+           eddy_loop_input_left(st->loop) &&
+           now_ms(st) - st->group_opened < st->opts.group_linger_ms;
+}
+
 static void store_before_sleep(eddy_loop *loop, void *data)
 {
     eddy_store *st = data;
     if (!st->wtxn && st->pending.count == 0 && st->ready.count == 0 &&
         st->committed <= st->announced)
         return;
+    if (group_lingers(st)) {
+        /* no sleeping meanwhile: the next turn reads on, or commits if nothing came */
+        eddy_loop_work_pending(loop);
+        return;
+    }
     group_commit(st, NULL);
     store_notify(st);
 }
@@ -1259,6 +1283,8 @@ eddy_store *eddy_store_open(const char *dir, const eddy_store_opts *opts, eddy_e
         st->opts.max_body = DEFAULT_MAX_BODY;
     if (!st->opts.group_max)
         st->opts.group_max = DEFAULT_GROUP_MAX;
+    if (!st->opts.group_linger_ms)
+        st->opts.group_linger_ms = DEFAULT_GROUP_LINGER;
     if (st->opts.sync_interval_ms <= 0)
         st->opts.sync_interval_ms = DEFAULT_SYNC_INTERVAL;
     size_t dlen = strlen(dir);

@@ -91,6 +91,8 @@ typedef struct eddy_store_opts {
     size_t max_body;          /* bytes of one event's JSON body; 0 = 1 MiB */
     size_t map_size;          /* bytes the file may grow to; 0 = 16 GiB (address space) */
     size_t group_max;         /* events in one group before it commits early; 0 = 10000 */
+    int64_t group_linger_ms;  /* ms a group may stay open while input waits (below); 0 = 50,
+                                 negative = never */
     bool read_only;           /* open for reading only (the CLI's stats, read, export) */
 } eddy_store_opts;
 
@@ -112,6 +114,9 @@ const char *eddy_store_path(const eddy_store *st);
 
 /* Attaches 'st' to 'loop': groups commit in a before-sleep hook, waiters hold the loop,
  * ingest times come from the loop's wall clock, the interval policy syncs from a timer.
+ * While a source says input is waiting (eddy_loop_input_left: MQTT stopped at its batch
+ * limit), the group stays open into the next turns, up to group_linger_ms after it began
+ * and 1,000 events, so that one commit covers a burst rather than each turn's 64 messages.
  * Without a loop, groups commit only through eddy_store_commit (CLI, benchmarks). */
 int eddy_store_attach(eddy_store *st, eddy_loop *loop, eddy_err *err);
 /* Commits what is pending, runs waiters, and removes the hook and timer. */

@@ -642,6 +642,62 @@ static void test_full_group_commits_early(void)
     teardown();
 }
 
+/* A source with input left: each turn appends one event and says more is waiting, for
+ * 'turns' turns, then says nothing. */
+typedef struct busy_source {
+    int turns, done;
+} busy_source;
+
+static bool busy_turn(eddy_loop *loop, void *data)
+{
+    busy_source *b = data;
+    if (b->done == b->turns)
+        return false;
+    char id[16];
+    snprintf(id, sizeof(id), "b%d", b->done++);
+    append_one("s", id, EDDY_STORE_TIME_NONE, "0");
+    eddy_loop_note_input_left(loop);
+    return false;
+}
+
+/* Commits made while a busy source appends 'turns' events, one per loop turn. */
+static uint64_t commits_for_burst(int64_t linger_ms, int turns)
+{
+    dir = eddy_test_tmpdir();
+    eddy_store_opts opts = {.group_linger_ms = linger_ms};
+    st = open_store(&opts);
+    eddy_err err;
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, &err);
+    CHECK_OK(eddy_store_attach(st, loop, &e_));
+    busy_source b = {turns, 0};
+    eddy_loop_set_work(loop, busy_turn, &b);
+    called = 0;
+    append_one("s", "first", EDDY_STORE_TIME_NONE, "0");
+    CHECK_OK(eddy_store_when_committed(st, on_commit, "first", &e_));
+    while (b.done < turns) { /* as a readable socket brings the next turn */
+        eddy_loop_work_pending(loop);
+        eddy_loop_settle(loop);
+    }
+    CHECK_INT_EQ(called, 1);
+    CHECK(!eddy_store_pending(st));
+    CHECK_INT_EQ(eddy_store_last_position(st), (uint64_t)turns + 1);
+    eddy_store_stats stats;
+    CHECK_OK(eddy_store_get_stats(st, &stats, &e_));
+    eddy_store_detach(st);
+    eddy_loop_free(loop);
+    teardown();
+    return stats.commits;
+}
+
+/* While a source says input is waiting, the group stays open across turns: one commit
+ * for the burst. Without lingering, each turn commits its own group. (The manual clock
+ * stands still during a settle, so the linger time never runs out here.) */
+static void test_group_lingers_while_input_waits(void)
+{
+    CHECK_INT_EQ(commits_for_burst(0, 20), 1);
+    CHECK_INT_EQ(commits_for_burst(-1, 20), 20);
+}
+
 static void test_sync_policies(void)
 {
     static const char *policies[] = {"always", "interval:5", "never"};
@@ -1079,6 +1135,7 @@ static const check_test tests[] = {
     {"white_space_is_stored_minified", test_white_space_is_stored_minified},
     {"group_commit_runs_waiters_after_commit", test_group_commit_runs_waiters_after_commit},
     {"full_group_commits_early", test_full_group_commits_early},
+    {"group_lingers_while_input_waits", test_group_lingers_while_input_waits},
     {"sync_policies", test_sync_policies},
     {"checkpoints_persist", test_checkpoints_persist},
     {"node_state", test_node_state},
