@@ -78,6 +78,7 @@ typedef struct wkey {
     size_t nwins, cap;
     eddy_timer *timer; /* NULL if none */
     int64_t timer_at;  /* wall ms the timer fires at */
+    bool changed;      /* in 'changed' of its window_state: to be written at the commit */
 } wkey;
 
 struct window_state {
@@ -108,6 +109,9 @@ struct window_state {
     eddy_node *node;
     eddy_store *store; /* NULL: memory only */
     keyed_map keys;
+    wkey **changed; /* keys whose record the next commit writes (borrowed from 'keys') */
+    size_t nchanged, changed_cap;
+    bool hooked;      /* write_changed is a before-commit hook of 'store' */
     bool limit_hit;   /* a new key was turned away and none has gone since */
     size_t shown;     /* key count in the status; (size_t)-1 = nothing shown yet */
     bool shown_limit; /* the status shows the key limit */
@@ -483,10 +487,8 @@ static void show_status(struct window_state *st)
 
 /* ---- the store ---- */
 
-static void key_save(struct window_state *st, wkey *k)
+static void key_write(struct window_state *st, wkey *k)
 {
-    if (!st->store)
-        return;
     json_t *wins = json_array();
     for (size_t i = 0; i < k->nwins; i++) {
         win *w = k->wins[i];
@@ -507,6 +509,55 @@ static void key_save(struct window_state *st, wkey *k)
     keyed_state_put(st->node, st->store, k->name, k->name_len, rec, "windows");
 }
 
+/* Writes the record of every changed key into the group about to commit: under a burst a
+ * group holds many readings of each key, and the record (the open windows, dozens of
+ * numbers) is written once per group instead of once per reading. */
+static void write_changed(eddy_store *store, void *data)
+{
+    (void)store;
+    struct window_state *st = data;
+    for (size_t i = 0; i < st->nchanged; i++) {
+        st->changed[i]->changed = false;
+        key_write(st, st->changed[i]);
+    }
+    st->nchanged = 0;
+}
+
+/* Marks 'k' changed: its record is written when the group commits (write_changed). */
+static void key_save(struct window_state *st, wkey *k)
+{
+    if (!st->store || k->changed)
+        return;
+    if (st->nchanged == st->changed_cap) {
+        size_t cap = st->changed_cap ? st->changed_cap * 2 : 16;
+        wkey **changed = eddy_realloc(st->changed, cap * sizeof(*changed));
+        if (!changed) {
+            key_write(st, k); /* now, then, into the open group */
+            return;
+        }
+        st->changed = changed;
+        st->changed_cap = cap;
+    }
+    eddy_err err;
+    if (st->nchanged == 0 && eddy_store_open_group(st->store, &err) != EDDY_OK) {
+        eddy_node_error(st->node, NULL, "cannot save the windows of key '%s': %s", k->name,
+                        err.msg);
+        return;
+    }
+    st->changed[st->nchanged++] = k;
+    k->changed = true;
+}
+
+static void key_unmark(struct window_state *st, wkey *k)
+{
+    for (size_t i = 0; k->changed && i < st->nchanged; i++) {
+        if (st->changed[i] == k) {
+            st->changed[i] = st->changed[--st->nchanged];
+            k->changed = false;
+        }
+    }
+}
+
 static void key_free(wkey *k)
 {
     for (size_t i = 0; i < k->nwins; i++)
@@ -519,6 +570,7 @@ static void key_free(wkey *k)
 static void key_forget(struct window_state *st, wkey *k)
 {
     eddy_err err;
+    key_unmark(st, k);
     if (st->store &&
         eddy_store_state_del(st->store, eddy_node_id(st->node), k->name, k->name_len, &err))
         eddy_node_error(st->node, NULL, "cannot delete the state of key '%s': %s", k->name,
@@ -872,6 +924,12 @@ static void free_each(void *record, void *data)
 
 static void window_free(struct window_state *st)
 {
+    if (st->hooked)
+        eddy_store_remove_before_commit(st->store, write_changed, st);
+    st->hooked = false;
+    eddy_free(st->changed);
+    st->changed = NULL;
+    st->nchanged = st->changed_cap = 0;
     keyed_each(&st->keys, free_each, NULL);
     keyed_free(&st->keys);
     free_names(st);
@@ -899,6 +957,9 @@ static int window_setup(eddy_node *node, void *state, eddy_err *err)
         eddy_node_warn(node, "no event store (eddy run --data DIR): open windows are kept in "
                              "memory only and are lost on restart");
     if (st->store) {
+        if ((rc = eddy_store_add_before_commit(st->store, write_changed, st, err)) != EDDY_OK)
+            goto fail;
+        st->hooked = true;
         load_ctx c = {st, 0, 0};
         rc = eddy_store_state_scan(st->store, eddy_node_id(node), load_key, &c, err);
         if (rc == EDDY_ENOMEM)
@@ -934,6 +995,8 @@ static int window_close(eddy_node *node, void *state, bool removed)
     if (removed && st->store &&
         eddy_store_state_clear(st->store, eddy_node_id(node), &err) != EDDY_OK)
         eddy_node_error(node, NULL, "cannot delete the stored windows: %s", err.msg);
+    else if (st->store)
+        write_changed(st->store, st); /* into the open group, committed after the close */
     window_free(st);
     return EDDY_CLOSE_DONE;
 }

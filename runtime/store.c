@@ -36,8 +36,8 @@
 #define DEFAULT_MAP_SIZE      ((size_t)16 << 30)
 #define DEFAULT_MAX_BODY      ((size_t)1 << 20)
 #define DEFAULT_GROUP_MAX     10000
-#define DEFAULT_GROUP_LINGER  50   /* ms; see group_lingers */
-#define LINGER_MAX_EVENTS     1000 /* events after which a group no longer lingers */
+#define DEFAULT_GROUP_LINGER  50  /* ms; see group_lingers */
+#define LINGER_MAX_EVENTS     500 /* events after which a group no longer lingers */
 #define DEFAULT_SYNC_INTERVAL 1000
 #define JSON_MAX_DEPTH        512
 #define MAX_KEY               (EDDY_STORE_NAME_MAX + 1 + 8 + 8)
@@ -88,6 +88,11 @@ typedef struct waiter_list {
     size_t count, cap;
 } waiter_list;
 
+typedef struct commit_hook {
+    eddy_store_hook_fn fn;
+    void *data;
+} commit_hook;
+
 typedef struct listener {
     eddy_store_listen_fn fn;
     void *data;
@@ -127,6 +132,9 @@ struct eddy_store {
 
     listener *listeners;
     size_t listener_count, listener_cap;
+    commit_hook *hooks; /* before-commit hooks */
+    size_t hook_count, hook_cap;
+    bool in_hooks; /* running them: their writes must not commit the group */
 
     uint64_t rng[2]; /* xorshift128+ state for event ids */
     eddy_store_stats counters;
@@ -933,6 +941,43 @@ void eddy_store_unlisten(eddy_store *st, eddy_store_listen_fn fn, void *data)
     }
 }
 
+int eddy_store_add_before_commit(eddy_store *st, eddy_store_hook_fn fn, void *data, eddy_err *err)
+{
+    if (st->hook_count == st->hook_cap) {
+        size_t cap = st->hook_cap ? st->hook_cap * 2 : 4;
+        commit_hook *h = eddy_realloc(st->hooks, cap * sizeof(*h));
+        if (!h)
+            return eddy_err_set(err, EDDY_ENOMEM, "out of memory adding a before-commit hook");
+        st->hooks = h;
+        st->hook_cap = cap;
+    }
+    st->hooks[st->hook_count++] = (commit_hook){fn, data};
+    return EDDY_OK;
+}
+
+void eddy_store_remove_before_commit(eddy_store *st, eddy_store_hook_fn fn, void *data)
+{
+    for (size_t i = 0; i < st->hook_count; i++) {
+        if (st->hooks[i].fn == fn && st->hooks[i].data == data) {
+            memmove(&st->hooks[i], &st->hooks[i + 1],
+                    (st->hook_count - i - 1) * sizeof(commit_hook));
+            st->hook_count--;
+            return;
+        }
+    }
+}
+
+/* Lets the before-commit hooks write into the group about to commit. */
+static void run_commit_hooks(eddy_store *st)
+{
+    if (!st->wtxn || st->in_hooks)
+        return;
+    st->in_hooks = true;
+    for (size_t i = 0; i < st->hook_count && st->wtxn; i++)
+        st->hooks[i].fn(st, st->hooks[i].data);
+    st->in_hooks = false;
+}
+
 /* ---- the group: one write transaction ---- */
 
 static int group_begin(eddy_store *st, eddy_err *err)
@@ -1035,6 +1080,7 @@ static void sync_after_commit(eddy_store *st)
 /* Commits the open group; waiters become ready. Does not call them (invariant 4). */
 static int group_commit(eddy_store *st, eddy_err *err)
 {
+    run_commit_hooks(st);
     if (st->wtxn) {
         MDB_txn *txn = st->wtxn;
         st->wtxn = NULL;
@@ -1061,6 +1107,11 @@ static int group_commit(eddy_store *st, eddy_err *err)
     return EDDY_OK;
 }
 
+int eddy_store_open_group(eddy_store *st, eddy_err *err)
+{
+    return group_begin(st, err);
+}
+
 int eddy_store_commit(eddy_store *st, eddy_err *err)
 {
     int rc = group_commit(st, err);
@@ -1075,7 +1126,7 @@ bool eddy_store_pending(const eddy_store *st)
 
 /* Whether the open group waits for the input a source left for the next turn. A durable
  * commit costs a sync plus one write of every B-tree page the group touched, whether it
- * holds 64 events or 1,000, and nothing is read while it runs: under a burst, groups of
+ * holds 64 events or 500, and nothing is read while it runs: under a burst, groups of
  * one turn each spend most of the time syncing. Waiting is bounded by the linger time, by
  * LINGER_MAX_EVENTS (LMDB holds every page a group dirties in memory until the commit,
  * 4 KiB each, about two per event when ids are random), and by the source: MQTT stops
@@ -1359,6 +1410,7 @@ void eddy_store_close(eddy_store *st)
     eddy_free(st->pending.items);
     eddy_free(st->ready.items);
     eddy_free(st->listeners);
+    eddy_free(st->hooks);
     eddy_free(st->path);
     eddy_free(st->dir);
     eddy_free(st);

@@ -116,7 +116,7 @@ const char *eddy_store_path(const eddy_store *st);
  * ingest times come from the loop's wall clock, the interval policy syncs from a timer.
  * While a source says input is waiting (eddy_loop_input_left: MQTT stopped at its batch
  * limit), the group stays open into the next turns, up to group_linger_ms after it began
- * and 1,000 events, so that one commit covers a burst rather than each turn's 64 messages.
+ * and 500 events, so that one commit covers a burst rather than each turn's 64 messages.
  * Without a loop, groups commit only through eddy_store_commit (CLI, benchmarks). */
 int eddy_store_attach(eddy_store *st, eddy_loop *loop, eddy_err *err);
 /* Commits what is pending, runs waiters, and removes the hook and timer. */
@@ -338,6 +338,17 @@ int eddy_store_state_clear(eddy_store *st, const char *owner, eddy_err *err);
  * Return 0 to go on, anything else to stop the scan (it becomes the scan's result). */
 typedef int (*eddy_store_state_fn)(const char *key, size_t key_len, const void *value, size_t len,
                                    void *data);
+/* Before-commit hooks: 'fn' runs at the start of every commit of a group, inside it. A
+ * node whose state changes with every event (window) marks it changed and writes it once
+ * per group there, instead of once per event; it calls eddy_store_open_group when it marks
+ * the first change, so that the next commit point commits even if nothing is appended.
+ * A hook may write node state (eddy_store_state_put/del) and nothing else. */
+typedef void (*eddy_store_hook_fn)(eddy_store *st, void *data);
+int eddy_store_add_before_commit(eddy_store *st, eddy_store_hook_fn fn, void *data, eddy_err *err);
+void eddy_store_remove_before_commit(eddy_store *st, eddy_store_hook_fn fn, void *data);
+/* Opens the group if none is open. EDDY_EINVAL (read-only store), EDDY_EIO. */
+int eddy_store_open_group(eddy_store *st, eddy_err *err);
+
 /* Calls 'fn' once with record ('owner', 'key'), as committed plus what the open group
  * wrote (borrowed as above). Returns what 'fn' returned, EDDY_ENOTFOUND when there is no
  * such record, EDDY_EINVAL, EDDY_EIO. 'fn' must not write to the store. */

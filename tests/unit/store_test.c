@@ -812,6 +812,52 @@ static void test_node_state(void)
     teardown();
 }
 
+/* A before-commit hook: writes how many commits it has seen as node state ("n1", "c"). */
+static int hook_runs;
+static void count_commits(eddy_store *s, void *data)
+{
+    (void)data;
+    char text[16];
+    int n = snprintf(text, sizeof(text), "%d", ++hook_runs);
+    CHECK_OK(eddy_store_state_put(s, "n1", "c", 1, text, (size_t)n, &e_));
+}
+
+/* Hooks run once per commit, inside the group (their writes commit with it), and an opened
+ * group commits at the next commit point though nothing was appended. */
+static void test_before_commit_hooks(void)
+{
+    setup();
+    eddy_err err;
+    eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_MANUAL, &err);
+    CHECK_OK(eddy_store_attach(st, loop, &e_));
+    CHECK_OK(eddy_store_add_before_commit(st, count_commits, NULL, &e_));
+    hook_runs = 0;
+    append_one("s", "h1", EDDY_STORE_TIME_NONE, "1");
+    append_one("s", "h2", EDDY_STORE_TIME_NONE, "2");
+    CHECK_INT_EQ(hook_runs, 0);
+    eddy_loop_settle(loop);
+    CHECK_INT_EQ(hook_runs, 1);
+    eddy_loop_settle(loop); /* nothing open: no commit, no hook */
+    CHECK_INT_EQ(hook_runs, 1);
+    CHECK_OK(eddy_store_open_group(st, &e_));
+    CHECK(eddy_store_pending(st));
+    eddy_loop_settle(loop);
+    CHECK_INT_EQ(hook_runs, 2);
+    CHECK(!eddy_store_pending(st));
+    eddy_store_remove_before_commit(st, count_commits, NULL);
+    append_one("s", "h3", EDDY_STORE_TIME_NONE, "3");
+    eddy_loop_settle(loop);
+    CHECK_INT_EQ(hook_runs, 2);
+    eddy_store_detach(st);
+    eddy_loop_free(loop);
+    eddy_store_close(st); /* what the hooks wrote was committed */
+    st = open_store(NULL);
+    char got[64] = "";
+    CHECK_OK(eddy_store_state_scan(st, "n1", collect_state, got, &e_));
+    CHECK_STR_EQ(got, "c=2;");
+    teardown();
+}
+
 static void test_reopen_continues_positions(void)
 {
     setup();
@@ -1136,6 +1182,7 @@ static const check_test tests[] = {
     {"group_commit_runs_waiters_after_commit", test_group_commit_runs_waiters_after_commit},
     {"full_group_commits_early", test_full_group_commits_early},
     {"group_lingers_while_input_waits", test_group_lingers_while_input_waits},
+    {"before_commit_hooks", test_before_commit_hooks},
     {"sync_policies", test_sync_policies},
     {"checkpoints_persist", test_checkpoints_persist},
     {"node_state", test_node_state},
