@@ -804,9 +804,10 @@ static void on_message(struct mosquitto *mosq, void *data, const struct mosquitt
     /* One mosquitto_loop_read takes as many packets as there are QoS 1 and 2 messages in
      * its queues (our own unacknowledged publishes included), not the one asked for: at
      * QoS 0 with many outgoing messages it read thousands per call, and the run queue
-     * grew to 28,000 messages. An EAGAIN left behind ends its loop after this packet.
-     * Not with TLS, whose decrypted bytes epoll cannot see: there the loop must drain. */
-    if (--b->batch_left <= 0 && !b->usetls)
+     * grew to 28,000 messages. An EAGAIN left behind ends its loop after this packet, at
+     * the turn's share or at a full run queue. Not with TLS, whose decrypted bytes epoll
+     * cannot see: there the loop must drain. */
+    if ((--b->batch_left <= 0 || eddy_node_backlogged(b->node)) && !b->usetls)
         errno = EAGAIN;
 }
 

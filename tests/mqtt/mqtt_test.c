@@ -641,6 +641,47 @@ static void test_backpressure(void)
     CHECK_INT_EQ(eddy_harness_free(h), 0);
 }
 
+/* At QoS 0 nothing of libmosquitto's own ends a read call after one packet, and one
+ * mosquitto_loop_read reads as many packets as the client has QoS 1 messages queued out:
+ * 300 publishes of 'o1' whose acknowledgements are not read yet. The bound must hold. */
+static const char *burst_qos0_flow =
+    "[{\"id\":\"b\",\"type\":\"mqtt-broker\",\"broker\":\"127.0.0.1\",\"port\":\"%d\"},"
+    "{\"id\":\"i1\",\"type\":\"mqtt in\",\"topic\":\"burst0/#\",\"qos\":\"0\",\"datatype\":"
+    "\"utf8\",\"broker\":\"b\",\"wires\":[[\"h1\"]]},{\"id\":\"h1\",\"type\":\"helper\"},"
+    "{\"id\":\"o1\",\"type\":\"mqtt out\",\"topic\":\"elsewhere/x\",\"qos\":\"1\","
+    "\"broker\":\"b\"}]";
+
+static void test_backpressure_qos0(void)
+{
+    reset_records();
+    queue_limit = 16;
+    eddy_harness *h = start_flow(burst_qos0_flow, broker.port, NULL);
+    queue_limit = 0;
+    CHECK(h);
+    CHECK(wait_status(h, "i1", "common.status.connected", 3000));
+    pump(h, 100, NULL, 0);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd),
+             "for i in $(seq 0 1999); do echo burst-$i; done | mosquitto_pub -p %d -q 0 "
+             "-t burst0/x -l",
+             broker.port);
+    /* 300 publishes, a few per loop turn (below the bound), with no pause for their
+     * acknowledgements to be read */
+    for (int i = 0; i < 300; i++) {
+        eddy_harness_send(h, "o1", json_pack("{s:i}", "payload", i));
+        if (i % 10 == 9)
+            eddy_loop_run_once(eddy_harness_loop(h));
+    }
+    CHECK_INT_EQ(system(cmd), 0); /* the burst waits in the socket behind the acks */
+    CHECK(pump(h, 10000, "h1", 2000));
+    CHECK(in_order(json_object_get(got, "h1"), "burst", 2000));
+    eddy_engine_stats stats;
+    eddy_engine_get_stats(eddy_harness_engine(h), &stats);
+    if (stats.queue_high > 16 + 2)
+        CHECK_FAIL_("run queue reached %zu messages (bound 16)", stats.queue_high);
+    CHECK_INT_EQ(eddy_harness_free(h), 0);
+}
+
 /* ---- TLS ---- */
 
 /* The tls-config node comes after the broker that uses it, as Node-RED writes it when TLS
@@ -792,6 +833,7 @@ static const check_test tests[] = {{"wildcards_and_qos", test_wildcards_and_qos}
                                    {"broker_outage", test_broker_outage},
                                    {"persistent_session", test_persistent_session},
                                    {"backpressure", test_backpressure},
+                                   {"backpressure_qos0", test_backpressure_qos0},
                                    {"tls", test_tls},
                                    {"out_payloads_birth_close", test_out_payloads_birth_close},
                                    {"ack_waits_for_hold", test_ack_waits_for_hold},
