@@ -32,7 +32,8 @@
 #
 # Settings (environment): MESSAGES (200000), PACED (30000), WARMUP (10000), RATE (2000),
 # DEVICES (100), QOS (1), RUNS (1), VARIANTS ("memory store"), RUNTIMES ("eddy node-red"),
-# WINDOW (500), BUILD (build), NODE_RED_DIR (see bench/lib.sh); for eddy's store variant
+# WINDOW (500), BUILD (build), NODE_RED_DIR (see bench/lib.sh), IDS (random; "ordered":
+# event ids in time order, as UUIDv7 ids from devices would be); for eddy's store variant
 # EDDY_FSYNC (always: eddy's default) and WINDOW_PERSIST (true: the window's default, its
 # open windows are kept in the store too).
 set -euo pipefail
@@ -50,6 +51,8 @@ variants=${VARIANTS:-"memory store"}
 runtimes=${RUNTIMES:-"eddy node-red"}
 window=${WINDOW:-500}
 fsync=${EDDY_FSYNC:-always}
+id_opt=()
+[[ ${IDS:-random} == ordered ]] && id_opt=(-o)
 persist=${WINDOW_PERSIST:-true}
 # shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
@@ -111,14 +114,14 @@ run_one() {
     sleep 1 # let start-up work (Node-RED's) finish before measuring
     local idle c0 c1 c2 b0 b1 out_paced out_burst peak anon
     idle=$(rss_kib "$sub_pid")
-    if ((warmup > 0)) && ! "$pub" -p "$port" -q "$qos" -n "$warmup" -d "$devices" -w "$window" \
+    if ((warmup > 0)) && ! "$pub" "${id_opt[@]}" -p "$port" -q "$qos" -n "$warmup" -d "$devices" -w "$window" \
         -r "$rate" -s "$results_topic" run >/dev/null; then
         echo "glasshouse.sh: $rt, $variant, warm-up: failed; its log:" >&2
         tail -20 "$tmp/sub.log" >&2
         return 1
     fi
     c0=$(cpu_ticks "$sub_pid")
-    out_paced=$("$pub" -p "$port" -q "$qos" -n "$paced" -d "$devices" -w "$window" \
+    out_paced=$("$pub" "${id_opt[@]}" -p "$port" -q "$qos" -n "$paced" -d "$devices" -w "$window" \
         -r "$rate" -s "$results_topic" run) || {
         echo "glasshouse.sh: $rt, $variant, paced: failed; its log:" >&2
         tail -20 "$tmp/sub.log" >&2
@@ -126,7 +129,7 @@ run_one() {
     }
     c1=$(cpu_ticks "$sub_pid")
     b0=$(cpu_ticks "$broker_pid")
-    out_burst=$("$pub" -p "$port" -q "$qos" -n "$messages" -d "$devices" -w "$window" \
+    out_burst=$("$pub" "${id_opt[@]}" -p "$port" -q "$qos" -n "$messages" -d "$devices" -w "$window" \
         -s "$results_topic" run) || {
         echo "glasshouse.sh: $rt, $variant, burst: failed; its log:" >&2
         tail -20 "$tmp/sub.log" >&2

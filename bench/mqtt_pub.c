@@ -34,8 +34,12 @@
  * window's end) to the window's result arriving here, and prints its median, 99th
  * percentile and maximum in ms.
  *
+ * Event ids are scattered over the id space, as random ids are; with -o they start with
+ * the time in ms, as UUIDv7 ids do (the event store's id index then takes appends at its
+ * end instead of inserts all over it).
+ *
  * Usage: bench_mqtt_pub [-h HOST] -p PORT [-q QOS] [-n MESSAGES] [-d DEVICES] [-w WINDOW]
- * [-r RATE] [-s FILTER] [-l LENGTH] probe|run */
+ * [-r RATE] [-s FILTER] [-l LENGTH] [-o] probe|run */
 #define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <getopt.h>
@@ -227,20 +231,38 @@ static int wait_answer(struct mosquitto *mosq, pub_state *s, const char *word, d
     return 0;
 }
 
+static bool ordered_ids; /* -o: event ids in time order (UUIDv7's layout), else scattered */
+
+/* The event id of reading 'seq': unique per process ('salt' differs between runs), either
+ * scattered over the id space as random ids are or, with -o, starting with the time in ms
+ * as UUIDv7 ids do, so that ids sort in the order they were made. */
+static void event_id(char *buf, size_t size, long seq, int device, unsigned salt, long long ts)
+{
+    if (ordered_ids)
+        snprintf(buf, size, "%08llx-%04llx-7e11-8b00-%04x%08lx", (unsigned long long)ts >> 16,
+                 (unsigned long long)ts & 0xffffu, salt & 0xffffu,
+                 (unsigned long)seq & 0xffffffffUL);
+    else
+        snprintf(buf, size, "%08lx-%04x-4e11-8b00-%04x%08lx",
+                 (unsigned long)(seq * 2654435761u) & 0xffffffffUL, (unsigned)device,
+                 salt & 0xffffu, (unsigned long)seq & 0xffffffffUL);
+}
+
 /* A reading as a device would send it, about 170 bytes; '*ts' is its time (ms since the
- * epoch). The event id is unique per process: 'salt' differs between runs. */
+ * epoch). */
 static int reading(char *buf, size_t size, long seq, int device, unsigned salt, long long *ts)
 {
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     *ts = (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
+    char id[64];
+    event_id(id, sizeof(id), seq, device, salt, *ts);
     return snprintf(buf, size,
-                    "{\"eventId\":\"%08lx-%04x-4e11-8b00-%04x%08lx\",\"deviceId\":\"gh-%03d\","
+                    "{\"eventId\":\"%s\",\"deviceId\":\"gh-%03d\","
                     "\"sensorId\":\"gh-%03d-th%d\",\"ts\":%lld,\"temperature\":%.2f,"
                     "\"humidity\":%.1f,\"quality\":\"%s\"}",
-                    (unsigned long)(seq * 2654435761u) & 0xffffffffUL, (unsigned)device,
-                    salt & 0xffffu, (unsigned long)seq & 0xffffffffUL, device, device,
-                    (int)(seq % 3) + 1, *ts, 18.0 + (double)((seq * 7 + device) % 1000) / 100.0,
+                    id, device, device, (int)(seq % 3) + 1, *ts,
+                    18.0 + (double)((seq * 7 + device) % 1000) / 100.0,
                     55.0 + (double)((seq * 13 + device) % 300) / 10.0,
                     seq % 97 == 0 ? "degraded" : "good");
 }
@@ -361,8 +383,11 @@ int main(int argc, char **argv)
     double rate = 0;
     const char *results = NULL;
     long long length = 1000;
-    while ((opt = getopt(argc, argv, "h:p:q:n:d:w:r:s:l:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:q:n:d:w:r:s:l:o")) != -1) {
         switch (opt) {
+        case 'o':
+            ordered_ids = true;
+            break;
         case 'h':
             host = optarg;
             break;
@@ -449,6 +474,6 @@ int main(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 usage:
     fprintf(stderr, "usage: bench_mqtt_pub [-h HOST] -p PORT [-q 0|1] [-n MESSAGES] "
-                    "[-d DEVICES] [-w WINDOW] [-r RATE] [-s FILTER] [-l LENGTH] probe|run\n");
+                    "[-d DEVICES] [-w WINDOW] [-r RATE] [-s FILTER] [-l LENGTH] [-o] probe|run\n");
     return 2;
 }
