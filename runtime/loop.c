@@ -246,10 +246,13 @@ int eddy_loop_timer_count(const eddy_loop *loop)
 static void on_uv_timer(uv_timer_t *handle)
 {
     eddy_loop *loop = handle->data;
-    /* Fire only what is due now; timers started by callbacks wait for the next turn. */
-    int budget = (int)loop->heap_len;
+    /* Fire only what was due when the phase began: a timer started or rescheduled by a
+     * callback (even at 0 ms) has a newer sequence number and waits for the next turn, so
+     * work and before-sleep hooks run between its firings. Among due timers it is last:
+     * its deadline is now and its sequence number the newest. */
+    uint64_t phase_seq = loop->next_seq;
     loop->in_uv_timer = true;
-    while (budget-- > 0 && timer_due(loop))
+    while (timer_due(loop) && loop->heap[0]->seq < phase_seq)
         fire_timer(loop);
     loop->in_uv_timer = false;
     /* libuv before 1.45 runs a timer restarted at 0 ms from its own callback again in the

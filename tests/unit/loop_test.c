@@ -123,7 +123,8 @@ static void test_real_clock(void)
 }
 
 /* A timer that asks to run again at once (0 ms) must not starve the rest of the loop:
- * before-sleep hooks (commits) run between its firings. */
+ * before-sleep hooks (commits) run between its firings, however many other timers are
+ * waiting (a timer phase once fired it again as many times as there were timers). */
 static int spins, sleeps;
 static int64_t spin(eddy_loop *loop, eddy_timer *t, void *data)
 {
@@ -144,6 +145,8 @@ static void test_zero_delay_timer_lets_hooks_run(void)
     eddy_loop *loop = eddy_loop_new(EDDY_CLOCK_REAL, NULL);
     spins = sleeps = 0;
     CHECK_INT_EQ(eddy_loop_add_before_sleep(loop, count_sleep, NULL), EDDY_OK);
+    for (int i = 0; i < 10; i++)
+        CHECK(eddy_timer_start(loop, 60000, spin, NULL, NULL));
     eddy_timer_start(loop, 0, spin, NULL, NULL);
     eddy_loop_run(loop);
     CHECK_INT_EQ(spins, 50);
