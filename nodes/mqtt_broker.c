@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "log.h"
@@ -37,7 +38,10 @@
 
 /* Packets read per loop turn. The engine runs 1024 deliveries a turn; if what is read
  * makes more, the run queue grows to its bound and every message goes cold in the cache. */
-#define READ_BATCH         64
+#define READ_BATCH 64
+/* While input is dense, the socket wakes the loop only once this much is waiting (or when
+ * the coalescing timer reads what is there): about 90 readings of 180 bytes. */
+#define COALESCE_BYTES     16384
 #define MISC_INTERVAL_MS   1000      /* keepalive check */
 #define CLOSE_TIMEOUT_MS   3000      /* how long close waits for the DISCONNECT to be written */
 #define CONNECT_TIMEOUT_MS 10000     /* TCP, TLS and CONNACK together, independent of keepalive */
@@ -89,6 +93,7 @@ struct mqtt_broker {
     long outQueueBytes;
     long reconnectMin;
     long reconnectMax;
+    long readCoalesce;
 
     /* run time */
     eddy_node *node;
@@ -109,6 +114,13 @@ struct mqtt_broker {
     bool unsettled;    /* a QoS 1/2 message was read and the flow has not settled since */
     bool read_message; /* on_message ran during the current mosquitto_loop_read */
     int batch_left;    /* messages the current read_in may still take */
+    bool input_left;   /* the last read_in stopped with input waiting */
+    /* Read coalescing (see "dense input" below) */
+    bool coalescing;       /* SO_RCVLOWAT is raised and coalesce_timer reads what is below */
+    bool in_coalesce_tick; /* coalesce_tick is on the stack */
+    bool read_since_tick;  /* a message was read since the last coalesce_tick */
+    uint64_t last_read_ns; /* start of the last read turn that delivered a message */
+    eddy_timer *coalesce_timer;
     int64_t backoff_ms;
     int last_connack;    /* refusal reason of the last attempt, for the log */
     int last_connect_rc; /* libmosquitto's error of the last failed attempt, for the log */
@@ -167,10 +179,15 @@ static const eddy_prop broker_props[] = {
      "eddy: first reconnect delay in ms (doubles up to reconnectMax)", NULL},
     {"reconnectMax", EDDY_PROP_INT, "10000", false, offsetof(mqtt_broker, reconnectMax),
      "eddy: longest reconnect delay in ms", NULL},
+    {"readCoalesce", EDDY_PROP_INT, "1", false, offsetof(mqtt_broker, readCoalesce),
+     "eddy: ms a dense stream of messages may wait to be read together (0: read each at once)",
+     NULL},
     {0},
 };
 
 static void poll_update(mqtt_broker *b);
+static void read_in(mqtt_broker *b);
+static void stop_coalescing(mqtt_broker *b);
 static void start_connect(mqtt_broker *b);
 static void link_down(mqtt_broker *b, int rc, const char *why);
 static void schedule_drain(mqtt_broker *b);
@@ -248,6 +265,8 @@ static void unwatch_socket(mqtt_broker *b)
 {
     if (!b->poll)
         return;
+    stop_coalescing(b);
+    b->last_read_ns = 0;
     uv_poll_stop(b->poll);
     uv_close((uv_handle_t *)b->poll, free_poll_handle);
     b->poll = NULL;
@@ -284,17 +303,17 @@ static bool socket_drained(const mqtt_broker *b, int read_errno)
     return b->usetls || ((read_errno == EAGAIN || read_errno == EWOULDBLOCK) && !b->read_message);
 }
 
-/* Reads up to READ_BATCH messages (on_message counts them down). Stopping at the limit or
- * at a full run queue leaves input waiting, which the loop is told so that a group commit
- * can take it in too. */
-static void read_in(mqtt_broker *b)
+/* Reads up to READ_BATCH messages (on_message counts them down) and says whether it
+ * stopped with input waiting: at the limit or at a full run queue. The loop is told, so
+ * that a group commit can take that input in too. */
+static bool read_batch(mqtt_broker *b)
 {
     b->batch_left = READ_BATCH;
     for (int i = 0; i < READ_BATCH && b->batch_left > 0 && b->poll && !b->read_paused; i++) {
         if (eddy_node_backlogged(b->node)) {
             b->read_paused = true; /* resumed by on_drain */
             eddy_loop_note_input_left(b->loop);
-            return;
+            return true;
         }
         errno = 0;
         b->read_message = false;
@@ -302,10 +321,102 @@ static void read_in(mqtt_broker *b)
         int read_errno = errno;
         check_link(b, rc);
         if (rc != MOSQ_ERR_SUCCESS || !b->poll || socket_drained(b, read_errno))
-            return;
+            return false;
     }
-    if (b->poll && !b->read_paused)
-        eddy_loop_note_input_left(b->loop);
+    if (!b->poll || b->read_paused)
+        return false;
+    eddy_loop_note_input_left(b->loop);
+    return true;
+}
+
+/* ---- dense input: read coalescing ----
+ *
+ * A client that keeps up with its broker wakes for almost every packet: in a burst that
+ * reads 1.4 packets per wake-up, and the wake-up (poll, a read that finds the socket
+ * empty, the scheduler) costs more than the packets. So when read turns with messages
+ * come less than readCoalesce ms apart, the socket's receive low-water mark is raised:
+ * the loop then wakes when COALESCE_BYTES are waiting, and a readCoalesce ms timer reads
+ * whatever is below that. A tick that finds no message since the one before ends it, so a
+ * message after a quiet spell is read at once. Like Kafka's fetch.min.bytes and
+ * fetch.max.wait.ms: a message may wait up to readCoalesce ms. Not with TLS (its reads
+ * drain OpenSSL's buffer, which the low-water mark does not see). */
+
+static void set_low_water(mqtt_broker *b, int bytes)
+{
+    int fd = mosquitto_socket(b->mosq);
+    if (fd >= 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes);
+}
+
+static int64_t coalesce_tick(eddy_loop *loop, eddy_timer *timer, void *data)
+{
+    mqtt_broker *b = data;
+    if (b->read_paused) /* the flow is behind: on_drain reads on */
+        return b->readCoalesce;
+    bool quiet = !b->read_since_tick;
+    b->read_since_tick = false;
+    b->in_coalesce_tick = true;
+    read_in(b);
+    b->in_coalesce_tick = false;
+    if (!b->coalescing) /* the link went down while reading */
+        return EDDY_TIMER_STOP;
+    if (quiet && !b->read_since_tick) {
+        stop_coalescing(b);
+        return EDDY_TIMER_STOP;
+    }
+    poll_update(b);
+    return b->input_left && !b->read_paused ? 0 : b->readCoalesce;
+}
+
+static void start_coalescing(mqtt_broker *b)
+{
+    b->coalesce_timer = eddy_timer_start(b->loop, b->readCoalesce, coalesce_tick, b, NULL);
+    if (!b->coalesce_timer)
+        return; /* out of memory: read each packet at once, as without coalescing */
+    b->coalescing = true;
+    b->read_since_tick = true;
+    set_low_water(b, COALESCE_BYTES);
+}
+
+static void stop_coalescing(mqtt_broker *b)
+{
+    if (!b->coalescing)
+        return;
+    b->coalescing = false;
+    eddy_timer_stop(b->loop, b->coalesce_timer);
+    b->coalesce_timer = NULL;
+    set_low_water(b, 1);
+}
+
+/* Input below the low-water mark is waiting (a read turn stopped at its limit, or the
+ * flow caught up): read it on the next loop turn rather than at the next tick. */
+static void coalesce_read_soon(mqtt_broker *b)
+{
+    if (!b->coalescing || b->in_coalesce_tick)
+        return;
+    eddy_timer_stop(b->loop, b->coalesce_timer);
+    b->coalesce_timer = eddy_timer_start(b->loop, 0, coalesce_tick, b, NULL);
+    if (!b->coalesce_timer) { /* out of memory: the socket wakes the loop again */
+        b->coalescing = false;
+        set_low_water(b, 1);
+    }
+}
+
+static void read_in(mqtt_broker *b)
+{
+    uint64_t started = uv_hrtime();
+    b->input_left = read_batch(b);
+    if (b->batch_left == READ_BATCH || !b->poll) /* no message read */
+        return;
+    if (!b->coalescing && b->readCoalesce > 0 && !b->usetls) {
+        bool dense =
+            b->last_read_ns && started - b->last_read_ns < (uint64_t)b->readCoalesce * 1000000;
+        b->last_read_ns = started;
+        if (dense)
+            start_coalescing(b);
+    }
+    if (b->input_left)
+        coalesce_read_soon(b);
 }
 
 static void on_poll(uv_poll_t *handle, int status, int events)
@@ -382,6 +493,7 @@ static void on_drain(eddy_node *node, void *state)
     if (b->closing)
         return;
     b->read_paused = false;
+    coalesce_read_soon(b);
     poll_update(b);
 }
 
@@ -769,6 +881,7 @@ static void on_message(struct mosquitto *mosq, void *data, const struct mosquitt
 {
     mqtt_broker *b = data;
     b->read_message = true;
+    b->read_since_tick = true;
     if (m->qos > 0)
         b->unsettled = true;
     mqtt_delivery d = {.topic = m->topic,
@@ -982,6 +1095,9 @@ static int broker_validate(const eddy_node_type *type, const json_t *config, voi
         return eddy_err_set(err, EDDY_EINVAL,
                             "outQueueLimit/outQueueBytes must be >= 0 and "
                             "1 <= reconnectMin <= reconnectMax");
+    if (b->readCoalesce < 0 || b->readCoalesce > 1000)
+        return eddy_err_set(err, EDDY_EINVAL, "readCoalesce %ld: use 0 (off) to 1000 ms",
+                            b->readCoalesce);
     int rc = parse_broker(b, err);
     eddy_free(b->host);
     b->host = NULL;

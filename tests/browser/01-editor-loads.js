@@ -16,8 +16,9 @@ const FLOWS = [
 ];
 
 // Nodes as Node-RED exports them: without the properties eddy adds (delay's maxQueue, join's
-// maxGroups and maxParts, the broker's outQueueLimit, outQueueBytes, reconnectMin and
-// reconnectMax). eddy's editor must show them valid; the runtime takes its defaults.
+// maxGroups and maxParts, the broker's outQueueLimit, outQueueBytes, reconnectMin,
+// reconnectMax and readCoalesce). eddy's editor must show them valid; the runtime takes its
+// defaults.
 const NODE_RED_EXPORT = [
     { id: 'f2', type: 'tab', label: 'Exported', disabled: false, info: '' },
     { id: 'b1', type: 'mqtt-broker', name: '', broker: '127.0.0.1', port: '1', clientid: '',

@@ -3,9 +3,14 @@
  * a broker killed in the middle of a stream, persistent sessions, and acknowledgements
  * that wait for the flow to settle. eddy runs in this process on the real clock; the test
  * drives its loop, so it decides when eddy may act. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "check.h"
@@ -685,6 +690,87 @@ static void test_backpressure_qos0(void)
     expect_burst_within_bound(h);
 }
 
+/* ---- read coalescing: dense input raises the socket's low-water mark ---- */
+
+/* The receive low-water mark of this process's TCP connection to 'port' (eddy's; the
+ * test's publishers run as other processes), or -1 if there is none. */
+static int low_water_to(int port)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir)
+        return -1;
+    int found = -1;
+    struct dirent *e;
+    while (found < 0 && (e = readdir(dir))) {
+        int fd = atoi(e->d_name);
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        if (e->d_name[0] == '.' || getpeername(fd, (struct sockaddr *)&peer, &len) != 0 ||
+            peer.sin_family != AF_INET || ntohs(peer.sin_port) != port)
+            continue;
+        int lowat = 0;
+        len = sizeof lowat;
+        if (getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, &len) == 0)
+            found = lowat;
+    }
+    closedir(dir);
+    return found;
+}
+
+/* "%d": the broker's port, "%s": its readCoalesce */
+static const char *coalesce_flow =
+    "[{\"id\":\"b\",\"type\":\"mqtt-broker\",\"broker\":\"127.0.0.1\",\"port\":\"%d\","
+    "\"readCoalesce\":%s},"
+    "{\"id\":\"i1\",\"type\":\"mqtt in\",\"topic\":\"dense/#\",\"qos\":\"1\",\"datatype\":"
+    "\"utf8\",\"broker\":\"b\",\"wires\":[[\"h1\"]]},{\"id\":\"h1\",\"type\":\"helper\"}]";
+
+/* Publishes a burst, reads part of it and returns the low-water mark eddy had then, after
+ * checking that the whole burst arrives in order. */
+static int low_water_in_burst(eddy_harness *h)
+{
+    publish_burst("dense/x", 1);
+    CHECK(pump(h, 5000, "h1", 300)); /* read turns back to back: dense */
+    int lowat = low_water_to(broker.port);
+    CHECK(pump(h, 10000, "h1", 2000));
+    CHECK(in_order(json_object_get(got, "h1"), "burst", 2000));
+    return lowat;
+}
+
+static eddy_harness *start_coalesce_flow(const char *coalesce_ms)
+{
+    reset_records();
+    char tmpl[1024];
+    snprintf(tmpl, sizeof tmpl, coalesce_flow, broker.port, coalesce_ms);
+    eddy_harness *h = start_flow(tmpl, broker.port, NULL);
+    CHECK(h);
+    CHECK(wait_status(h, "i1", "common.status.connected", 3000));
+    pump(h, 100, NULL, 0);
+    CHECK_INT_EQ(low_water_to(broker.port), 1);
+    return h;
+}
+
+static void test_read_coalescing(void)
+{
+    /* readCoalesce 200: the test's loop turns (a 1 ms nap each) are far closer than that */
+    eddy_harness *h = start_coalesce_flow("200");
+    int lowat = low_water_in_burst(h);
+    if (lowat <= 1)
+        CHECK_FAIL_("low-water mark %d during a burst: input was not coalesced", lowat);
+    /* a tick with nothing read since the previous one ends coalescing (ticks: 200 ms) */
+    pump(h, 800, NULL, 0);
+    CHECK_INT_EQ(low_water_to(broker.port), 1);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "mosquitto_pub -p %d -q 1 -t dense/x -m after", broker.port);
+    CHECK_INT_EQ(system(cmd), 0);
+    CHECK(pump(h, 3000, "h1", 2001));
+    CHECK_INT_EQ(eddy_harness_free(h), 0);
+
+    /* readCoalesce 0: every packet is read as it comes */
+    h = start_coalesce_flow("0");
+    CHECK_INT_EQ(low_water_in_burst(h), 1);
+    CHECK_INT_EQ(eddy_harness_free(h), 0);
+}
+
 /* ---- TLS ---- */
 
 /* The tls-config node comes after the broker that uses it, as Node-RED writes it when TLS
@@ -837,6 +923,7 @@ static const check_test tests[] = {{"wildcards_and_qos", test_wildcards_and_qos}
                                    {"persistent_session", test_persistent_session},
                                    {"backpressure", test_backpressure},
                                    {"backpressure_qos0", test_backpressure_qos0},
+                                   {"read_coalescing", test_read_coalescing},
                                    {"tls", test_tls},
                                    {"out_payloads_birth_close", test_out_payloads_birth_close},
                                    {"ack_waits_for_hold", test_ack_waits_for_hold},
